@@ -1,0 +1,2218 @@
+/*  dq_broker.c - the broker's event loop and message handlers.
+
+    One thread, no locks. dq_broker_run turns this loop:
+
+      1. poll the frontend and backend; read a bounded batch of messages
+         (backend first: results free capacity);
+      2. decode each (dq_proto) and dispatch it through s_handlers to
+         s_handle_<command>; handlers change memory, append to the open store
+         transaction and queue their replies (s_queue_*), never send;
+      3. pop due deadlines from the heap: job timeouts, delayed jobs and
+         retries, retention of finished jobs;
+      4. pair ready jobs with free workers (dq_sched_next) and queue JOBs;
+      5. commit the store once for everything above (group commit); a failed
+         commit is fail-stop: nothing of the batch is acknowledged;
+      6. only then send the queued replies, ACKs, JOBs and events;
+      7. heartbeat idle workers and drop silent ones (their jobs go back to
+         their queues).
+
+    The poll timeout is the earliest deadline in the heap, capped by the
+    heartbeat interval.
+*/
+#include "dq_broker.h"
+
+#include <czmq.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <zmq.h>
+
+#include "dq_dag.h"
+#include "dq_heap.h"
+#include "dq_idmap.h"
+#include "dq_log.h"
+#include "dq_proto.h"
+#include "dq_rec.h"
+#include "dq_registry.h"
+#include "dq_sched.h"
+#include "dq_store.h"
+#include "dq_util.h"
+
+#define DQ_ID_MAX 64
+
+//  A message waiting for the commit. Frames are encoded when queued, so
+//  the records they came from may change or go before the flush.
+typedef struct {
+    void *sock;
+    uint8_t rid [256];
+    size_t rid_size;
+    dq_cmd_t cmd;            //  DQ_CMD_NONE: an event (topic, body)
+    char *topic;
+    void *body;
+    size_t body_size;
+    uint64_t job;            //  JOB: the job's sequence, to undo on failure
+    uint32_t worker;         //  JOB: the worker's number
+} s_out_t;
+
+//  An idempotency key: the jobs its first submission created.
+typedef struct {
+    char *key;
+    uint64_t first;
+    uint32_t count;
+    uint64_t dag;
+    uint64_t created_ms;
+} s_key_t;
+
+struct _dq_broker_t {
+    dq_broker_cfg_t cfg;
+    zsock_t *frontend, *backend, *events;
+    void *fe, *be, *pub;     //  their libzmq handles
+    zactor_t *auth;          //  CURVE authenticator, or NULL
+    dq_store_t *store;       //  NULL with --memory
+    dq_idmap_t *jobs;        //  sequence -> dq_bjob_t (owned)
+    dq_idmap_t *dags;        //  sequence -> dq_bdag_t (owned)
+    zhashx_t *keys;          //  key -> s_key_t (owned)
+    zlistx_t *key_order;     //  s_key_t in creation order, for expiry
+    dq_sched_t *sched;
+    dq_registry_t *registry;
+    dq_dag_t *dag;
+    dq_heap_t *timers;       //  jobs by deadline_ms
+    char broker_id [32];
+    uint64_t next_seq;
+    uint64_t stored_seq;     //  next_seq as last written to the store
+    uint64_t unfinished, unfinished_bytes;
+    uint64_t tick;
+    uint64_t now;            //  wall clock ms, read once per turn
+    uint64_t started_ms;
+    uint64_t last_beat;      //  monotonic ms of the last heartbeat pass
+    uint64_t space_checked;  //  monotonic ms of the last disk-space check
+    bool space_full;
+    char space_reason [200];
+    bool loading;            //  replaying the store
+    s_out_t *out;
+    size_t nout, out_cap;
+    uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
+    volatile sig_atomic_t stopping;
+    int exit_code;
+};
+
+static dq_broker_t *s_signal_target;
+
+//  ---------------------------------------------------------------------------
+//  Ids: "<broker>-<seq>" for jobs, "<broker>-d<seq>" for DAGs.
+
+static void
+s_job_id (dq_broker_t *self, uint64_t seq, char *buf)
+{
+    snprintf (buf, DQ_ID_MAX, "%s-%" PRIu64, self->broker_id, seq);
+}
+
+static void
+s_dag_id (dq_broker_t *self, uint64_t seq, char *buf)
+{
+    snprintf (buf, DQ_ID_MAX, "%s-d%" PRIu64, self->broker_id, seq);
+}
+
+//  Parse an id of this broker. Returns 0 and the sequence, -1 if malformed
+//  or issued by another broker (why in err, if given).
+static int
+s_parse_id (dq_broker_t *self, const char *id, bool *is_dag, uint64_t *seq,
+            char *err, size_t err_size)
+{
+    const char *dash = strrchr (id, '-');
+    if (!dash || dash == id) {
+        if (err)
+            snprintf (err, err_size, "'%.64s' is not a dagq id", id);
+        return -1;
+    }
+    size_t blen = (size_t) (dash - id);
+    if (blen != strlen (self->broker_id) || memcmp (id, self->broker_id, blen)) {
+        if (err)
+            snprintf (err, err_size, "'%.64s' was not issued by this broker (%s)",
+                      id, self->broker_id);
+        return -1;
+    }
+    const char *num = dash + 1;
+    *is_dag = *num == 'd';
+    if (*is_dag)
+        num++;
+    if (*num < '1' || *num > '9' || dq_parse_u64 (num, 1, UINT64_MAX, seq)) {
+        if (err)
+            snprintf (err, err_size, "'%.64s' is not a dagq id", id);
+        return -1;
+    }
+    return 0;
+}
+
+static dq_bjob_t *
+s_job (dq_broker_t *self, uint64_t seq)
+{
+    return dq_idmap_get (self->jobs, seq);
+}
+
+static dq_bjob_t *
+s_job_by_id (dq_broker_t *self, const char *id)
+{
+    bool is_dag;
+    uint64_t seq;
+    if (s_parse_id (self, id, &is_dag, &seq, NULL, 0) || is_dag)
+        return NULL;
+    return s_job (self, seq);
+}
+
+//  Log a line about bad input at most 10 times a second, so a peer sending
+//  garbage cannot flood the log.
+static void
+s_log_bad (dq_broker_t *self, const char *fmt, ...)
+{
+    uint64_t window = dq_mono_ms () / 1000;
+    if (window != self->bad_window) {
+        self->bad_window = window;
+        self->bad_logged = 0;
+    }
+    if (++self->bad_logged > 10)
+        return;
+    char line [400];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (line, sizeof line, fmt, args);
+    va_end (args);
+    dq_log_warn ("%s", line);
+}
+
+//  ---------------------------------------------------------------------------
+//  Out queue: everything sent is queued and flushed after the commit.
+
+static s_out_t *
+s_out_push (dq_broker_t *self)
+{
+    if (self->nout == self->out_cap) {
+        size_t cap = self->out_cap? self->out_cap * 2: 1024;
+        s_out_t *out = realloc (self->out, cap * sizeof *out);
+        if (!out)
+            return NULL;
+        self->out = out;
+        self->out_cap = cap;
+    }
+    s_out_t *o = &self->out [self->nout++];
+    memset (o, 0, offsetof (s_out_t, rid));
+    o->rid_size = 0;
+    o->topic = NULL;
+    o->body = NULL;
+    o->job = 0;
+    o->worker = 0;
+    return o;
+}
+
+static void
+s_queue_msg (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
+             const dq_msg_t *msg)
+{
+    void *body;
+    size_t size;
+    if (dq_msg_encode (msg, &body, &size)) {
+        //  Only replies the broker builds itself get here: too big to send.
+        dq_log_error ("%s reply over the message size limit - not sent",
+                      dq_cmd_str (msg->cmd));
+        if (msg->cmd != DQ_CMD_ERROR && msg->rid)
+            dq_msg_send_error (sock, rid, rid_size, msg->rid, DQ_ERR_TOO_BIG, 0,
+                               "the reply would be over the message size limit");
+        return;
+    }
+    s_out_t *o = s_out_push (self);
+    if (!o) {
+        free (body);
+        return;
+    }
+    o->sock = sock;
+    memcpy (o->rid, rid, rid_size);
+    o->rid_size = rid_size;
+    o->cmd = msg->cmd;
+    o->body = body;
+    o->body_size = size;
+}
+
+static void
+s_queue_error (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
+               uint64_t req, dq_err_t code, uint32_t retry_ms,
+               const char *fmt, ...)
+{
+    char text [600];
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (text, sizeof text, fmt, args);
+    va_end (args);
+    dq_msg_t msg;
+    dq_msg_init (&msg, DQ_CMD_ERROR);
+    msg.rid = req;
+    msg.code = code;
+    msg.retry_ms = retry_ms;
+    msg.message = text;
+    s_queue_msg (self, sock, rid, rid_size, &msg);
+}
+
+static void
+s_queue_worker (dq_broker_t *self, dq_bworker_t *w, const dq_msg_t *msg)
+{
+    s_queue_msg (self, self->be, w->rid, w->rid_size, msg);
+}
+
+static void
+s_queue_event (dq_broker_t *self, const dq_event_t *ev)
+{
+    //  Events are encoded like messages but sent as (topic, body).
+    if (!self->pub)
+        return;
+    char topic [200];
+    snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
+              dq_state_str (ev->state));
+    s_out_t *o = s_out_push (self);
+    if (!o)
+        return;
+    o->sock = self->pub;
+    o->cmd = DQ_CMD_NONE;
+    o->topic = strdup (topic);
+    //  dq_event_send packs; here we keep the event fields in a message body
+    //  built by the same codec, so the PUB frame format lives in dq_proto.
+    dq_event_t *copy = malloc (sizeof *copy + 3 * DQ_ID_MAX + 160);
+    if (!copy || !o->topic) {
+        free (copy);
+        free (o->topic);
+        self->nout--;
+        return;
+    }
+    *copy = *ev;
+    char *p = (char *) (copy + 1);
+    copy->id = strcpy (p, ev->id); p += DQ_ID_MAX;
+    copy->dag_id = ev->dag_id? strcpy (p, ev->dag_id): NULL; p += DQ_ID_MAX;
+    copy->kind = strcpy (p, ev->kind); p += DQ_ID_MAX;
+    copy->type = ev->type? strncpy (p, ev->type, 159): NULL;
+    if (copy->type)
+        p [159] = 0;
+    o->body = copy;
+}
+
+//  Undo a dispatch whose JOB could not be sent: the job goes back to its
+//  queue and the attempt does not count.
+static void s_release_worker (dq_broker_t *self, dq_bjob_t *job);
+static void s_enqueue (dq_broker_t *self, dq_bjob_t *job);
+static void s_set_state (dq_broker_t *self, dq_bjob_t *job, int state);
+
+static void
+s_undo_dispatch (dq_broker_t *self, s_out_t *o)
+{
+    dq_bjob_t *job = s_job (self, o->job);
+    if (!job || job->state != DQ_STATE_RUNNING || !job->worker
+    ||  job->worker->num != o->worker)
+        return;
+    dq_bworker_t *w = job->worker;
+    s_release_worker (self, job);
+    if (job->attempts)
+        job->attempts--;
+    s_set_state (self, job, DQ_STATE_QUEUED);
+    s_enqueue (self, job);
+    //  EAGAIN means it stopped reading: give it nothing more until it
+    //  speaks again (or its heartbeats lapse and it is dropped).
+    if (!w->stalled) {
+        w->stalled = true;
+        dq_sched_worker_changed (self->sched, w);
+        dq_log_warn ("worker=w%u host=%s - not reading, jobs go elsewhere",
+                     w->num, w->host? w->host: "?");
+    }
+}
+
+static void
+s_flush (dq_broker_t *self)
+{
+    for (size_t i = 0; i < self->nout; i++) {
+        s_out_t *o = &self->out [i];
+        if (o->cmd == DQ_CMD_NONE) {
+            dq_event_send ((dq_event_t *) o->body, o->sock, ZMQ_DONTWAIT);
+            free (o->topic);
+            free (o->body);
+            continue;
+        }
+        const char *cmd = dq_cmd_str (o->cmd);
+        int rc = zmq_send (o->sock, o->rid, o->rid_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+        if (rc != -1) {
+            zmq_send (o->sock, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE, ZMQ_SNDMORE);
+            zmq_send (o->sock, cmd, strlen (cmd), ZMQ_SNDMORE);
+            rc = zmq_send (o->sock, o->body, o->body_size, 0);
+        }
+        if (rc == -1) {
+            if (o->cmd == DQ_CMD_JOB)
+                s_undo_dispatch (self, o);
+            else
+                dq_log_debug ("%s not sent: %s", cmd, zmq_strerror (errno));
+        }
+        free (o->body);
+    }
+    self->nout = 0;
+    //  Undone dispatches are queued again; the next turn hands them out.
+}
+
+//  ---------------------------------------------------------------------------
+//  Job state and bookkeeping
+
+static void
+s_set_state (dq_broker_t *self, dq_bjob_t *job, int state)
+{
+    (void) self;
+    int old = job->state;
+    if (old < DQ_STATE_COUNT_ && !dq_state_is_terminal (old)
+    &&  job->type->counts [old])
+        job->type->counts [old]--;
+    job->type->counts [state]++;
+    if (job->dag) {
+        if (old < DQ_STATE_COUNT_ && job->dag->counts [old])
+            job->dag->counts [old]--;
+        job->dag->counts [state]++;
+    }
+    job->state = (uint8_t) state;
+}
+
+static void
+s_timer_add (dq_broker_t *self, dq_bjob_t *job, uint64_t deadline)
+{
+    job->deadline_ms = deadline;
+    if (dq_heap_push (self->timers, job) == 0)
+        job->where = DQ_WHERE_TIMER;
+}
+
+static void
+s_timer_remove (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (job->where == DQ_WHERE_TIMER) {
+        dq_heap_remove (self->timers, job->pos);
+        job->where = DQ_WHERE_NONE;
+    }
+}
+
+static void
+s_enqueue (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (dq_sched_enqueue (self->sched, job))
+        dq_log_error ("job=%s-%" PRIu64 " - out of memory queueing",
+                      self->broker_id, job->node.id);
+}
+
+//  The job may run (parents done): queue it now, or at its run-at time.
+static void
+s_make_ready (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (job->run_at_ms > self->now) {
+        if (job->state != DQ_STATE_WAITING)
+            s_set_state (self, job, DQ_STATE_WAITING);
+        s_timer_add (self, job, job->run_at_ms);
+    }
+    else {
+        s_set_state (self, job, DQ_STATE_QUEUED);
+        s_enqueue (self, job);
+    }
+}
+
+static void
+s_worker_add_job (dq_bworker_t *w, dq_bjob_t *job)
+{
+    if (w->inflight == w->jobs_cap) {
+        uint32_t cap = w->jobs_cap? w->jobs_cap * 2: 8;
+        dq_bjob_t **jobs = realloc (w->jobs, cap * sizeof *jobs);
+        assert (jobs);
+        w->jobs = jobs;
+        w->jobs_cap = cap;
+    }
+    job->slot = w->inflight;
+    w->jobs [w->inflight++] = job;
+    job->worker = w;
+}
+
+//  Take a running job off its worker (freeing the slot) and off the timeout
+//  heap.
+static void
+s_release_worker (dq_broker_t *self, dq_bjob_t *job)
+{
+    s_timer_remove (self, job);
+    dq_bworker_t *w = job->worker;
+    if (!w)
+        return;
+    uint32_t last = w->inflight - 1;
+    if (job->slot != last) {
+        w->jobs [job->slot] = w->jobs [last];
+        w->jobs [job->slot]->slot = job->slot;
+    }
+    w->jobs [last] = NULL;
+    w->inflight = last;
+    job->worker = NULL;
+    dq_sched_worker_changed (self->sched, w);
+}
+
+static void
+s_abandon (dq_broker_t *self, dq_bjob_t *job, const char *why)
+{
+    if (!job->worker)
+        return;
+    char id [DQ_ID_MAX];
+    s_job_id (self, job->node.id, id);
+    dq_msg_t msg;
+    dq_msg_init (&msg, DQ_CMD_ABANDON);
+    msg.id = id;
+    msg.message = why;
+    s_queue_worker (self, job->worker, &msg);
+}
+
+static void
+s_store_fail (dq_broker_t *self, const char *what)
+{
+    //  Fail-stop: unknown state on disk must not be acknowledged.
+    dq_log_error ("store - %s failed: %s; stopping without acknowledging the batch",
+                  what, self->store? dq_store_error (self->store): "?");
+    self->exit_code = 1;
+    self->stopping = 1;
+}
+
+static void
+s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
+{
+    uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]
+                  + dag->counts [DQ_STATE_CANCELLED] + dag->counts [DQ_STATE_SKIPPED];
+    if (done < dag->njobs || dag->finished_ms)
+        return;
+    dag->finished_ms = self->now;
+    bool ok = dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs;
+    char id [DQ_ID_MAX];
+    s_dag_id (self, dag->seq, id);
+    dq_log_info ("dag=%s name=%s jobs=%u failed=%u skipped=%u cancelled=%u - %s",
+                 id, dag->name? dag->name: "", dag->njobs,
+                 dag->counts [DQ_STATE_FAILED], dag->counts [DQ_STATE_SKIPPED],
+                 dag->counts [DQ_STATE_CANCELLED], ok? "succeeded": "failed");
+    dq_event_t ev = { .kind = "dag", .id = id,
+                      .state = ok? DQ_STATE_SUCCEEDED: DQ_STATE_FAILED,
+                      .at_ms = self->now };
+    s_queue_event (self, &ev);
+}
+
+//  Record a terminal state: memory, store, counters, event, retention.
+//  Does not touch the DAG tracker (callers do, when the state came from
+//  the job itself rather than from the tracker).
+static void
+s_terminal (dq_broker_t *self, dq_bjob_t *job, int state,
+            const void *output, size_t output_size, const char *error,
+            uint64_t skipped_by)
+{
+    dq_sched_dequeue (self->sched, job);
+    s_timer_remove (self, job);
+    if (job->worker)
+        s_release_worker (self, job);
+    job->finished_ms = self->now;
+    if (output_size) {
+        job->output = malloc (output_size);
+        assert (job->output);
+        memcpy (job->output, output, output_size);
+        job->output_size = (uint32_t) output_size;
+    }
+    free (job->error);
+    job->error = error? strndup (error, DQ_PROTO_STR_MAX): NULL;
+    job->skipped_by = skipped_by;
+    if (self->unfinished)
+        self->unfinished--;
+    self->unfinished_bytes -= job->payload_size <= self->unfinished_bytes?
+                              job->payload_size: self->unfinished_bytes;
+    free (job->payload);
+    job->payload = NULL;
+    if (self->store
+    &&  dq_store_set_finished (self->store, job->node.id, state, job->attempts,
+                               job->finished_ms, output, output_size, job->error,
+                               skipped_by))
+        s_store_fail (self, "recording a finished job");
+    s_set_state (self, job, state);
+    char id [DQ_ID_MAX], dag_id [DQ_ID_MAX];
+    s_job_id (self, job->node.id, id);
+    if (job->dag)
+        s_dag_id (self, job->dag->seq, dag_id);
+    dq_log_debug ("job=%s type=%s attempts=%u - %s", id, job->type->name,
+                  job->attempts, dq_state_str (state));
+    dq_event_t ev = { .kind = "job", .id = id, .state = state,
+                      .type = job->type->name,
+                      .dag_id = job->dag? dag_id: NULL,
+                      .attempt = job->attempts, .at_ms = self->now,
+                      .latency_us = (self->now - job->created_ms) * 1000 };
+    s_queue_event (self, &ev);
+    s_timer_add (self, job, self->now + self->cfg.result_ttl_ms);
+    if (job->dag)
+        s_dag_check_done (self, job->dag);
+}
+
+//  A job ended by itself (succeeded, failed, cancelled): record it and let
+//  the tracker release or skip its descendants.
+static void
+s_finish (dq_broker_t *self, dq_bjob_t *job, int state,
+          const void *output, size_t output_size, const char *error)
+{
+    s_terminal (self, job, state, output, output_size, error, 0);
+    dq_dag_finish (self->dag, &job->node, state);
+}
+
+//  An attempt failed: retry after a backoff while attempts are left.
+static void
+s_attempt_failed (dq_broker_t *self, dq_bjob_t *job, const char *error,
+                  bool backoff)
+{
+    if (job->worker)
+        s_release_worker (self, job);
+    if (job->attempts >= job->max_attempts) {
+        s_finish (self, job, DQ_STATE_FAILED, NULL, 0, error);
+        return;
+    }
+    uint64_t delay = 0;
+    if (backoff) {
+        delay = self->cfg.retry_base_ms;
+        for (uint32_t i = 1; i < job->attempts && delay < self->cfg.retry_max_ms; i++)
+            delay *= 2;
+        if (delay > self->cfg.retry_max_ms)
+            delay = self->cfg.retry_max_ms;
+    }
+    job->run_at_ms = self->now + delay;
+    free (job->error);
+    job->error = error? strndup (error, DQ_PROTO_STR_MAX): NULL;
+    if (self->store
+    &&  dq_store_set_retry (self->store, job->node.id, job->attempts,
+                            job->run_at_ms, job->error))
+        s_store_fail (self, "recording a retry");
+    s_set_state (self, job, DQ_STATE_WAITING);
+    s_make_ready (self, job);
+}
+
+//  Tracker callbacks.
+static void
+s_on_ready (void *arg, dq_dag_node_t *node)
+{
+    dq_broker_t *self = arg;
+    dq_bjob_t *job = (dq_bjob_t *) node;
+    if (dq_state_is_terminal (job->state))
+        return;                 //  loading a job that had already finished
+    s_make_ready (self, job);
+}
+
+static void
+s_on_skip (void *arg, dq_dag_node_t *node, dq_dag_node_t *cause)
+{
+    dq_broker_t *self = arg;
+    dq_bjob_t *job = (dq_bjob_t *) node;
+    if (dq_state_is_terminal (job->state))
+        return;
+    char why [160], cause_id [DQ_ID_MAX];
+    s_job_id (self, cause->id, cause_id);
+    dq_bjob_t *c = (dq_bjob_t *) cause;
+    snprintf (why, sizeof why, "skipped: parent %s%s%s%s %s", cause_id,
+              c->name? " (": "", c->name? c->name: "", c->name? ")": "",
+              dq_state_str (c->state));
+    s_terminal (self, job, DQ_STATE_SKIPPED, NULL, 0, why, cause->id);
+}
+
+//  Delete a finished job (retention). Its DAG goes with its last job.
+static void
+s_delete_job (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (self->store && dq_store_delete_job (self->store, job->node.id))
+        s_store_fail (self, "deleting an expired job");
+    dq_dag_forget (self->dag, &job->node);
+    dq_idmap_remove (self->jobs, job->node.id);
+    dq_bdag_t *dag = job->dag;
+    if (dag && --dag->alive == 0) {
+        if (self->store && dq_store_delete_dag (self->store, dag->seq))
+            s_store_fail (self, "deleting an expired DAG");
+        dq_idmap_remove (self->dags, dag->seq);
+        free (dag->name);
+        free (dag->jobs);
+        free (dag);
+    }
+    free (job->payload);
+    free (job->output);
+    free (job->error);
+    free (job->name);
+    free (job->content_type);
+    free (job);
+}
+
+//  ---------------------------------------------------------------------------
+//  Idempotency keys
+
+static void
+s_key_free (void **item_p)
+{
+    s_key_t *k = *item_p;
+    if (k) {
+        free (k->key);
+        free (k);
+        *item_p = NULL;
+    }
+}
+
+static void
+s_key_add (dq_broker_t *self, const char *key, uint64_t first, uint32_t count,
+           uint64_t dag, uint64_t created)
+{
+    s_key_t *k = calloc (1, sizeof *k);
+    assert (k);
+    k->key = strdup (key);
+    k->first = first;
+    k->count = count;
+    k->dag = dag;
+    k->created_ms = created;
+    if (zhashx_insert (self->keys, key, k)) {
+        free (k->key);
+        free (k);
+        return;
+    }
+    zlistx_add_end (self->key_order, k);
+}
+
+static void
+s_keys_expire (dq_broker_t *self)
+{
+    uint64_t before = self->now > self->cfg.result_ttl_ms?
+                      self->now - self->cfg.result_ttl_ms: 0;
+    bool any = false;
+    s_key_t *k;
+    while ((k = zlistx_first (self->key_order)) && k->created_ms < before) {
+        zlistx_delete (self->key_order, NULL);
+        zhashx_delete (self->keys, k->key);   //  frees k
+        any = true;
+    }
+    if (any && self->store && dq_store_expire_keys (self->store, before))
+        s_store_fail (self, "expiring keys");
+}
+
+//  ---------------------------------------------------------------------------
+//  Client handlers. Each gets the message and the routing id to reply to.
+
+typedef struct {
+    const uint8_t *rid;
+    size_t rid_size;
+} s_peer_t;
+
+#define REPLY_ERROR(code, retry, ...) \
+    s_queue_error (self, self->fe, peer->rid, peer->rid_size, msg->rid, code, retry, __VA_ARGS__)
+
+//  Refuse a submission when the broker or its disk is full (Promise 6).
+static bool
+s_room_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg,
+                 uint64_t bytes)
+{
+    if (self->unfinished + msg->njobs > self->cfg.max_jobs) {
+        REPLY_ERROR (DQ_ERR_BUSY, 1000,
+                     "broker is full: %" PRIu64 " unfinished jobs (limit %" PRIu64
+                     ", --max-jobs); retry later", self->unfinished, self->cfg.max_jobs);
+        return false;
+    }
+    if (self->unfinished_bytes + bytes > self->cfg.max_bytes) {
+        REPLY_ERROR (DQ_ERR_BUSY, 1000,
+                     "broker is full: %" PRIu64 " payload bytes queued (limit %" PRIu64
+                     ", --max-bytes); retry later", self->unfinished_bytes,
+                     self->cfg.max_bytes);
+        return false;
+    }
+    if (self->store) {
+        uint64_t mono = dq_mono_ms ();
+        if (mono - self->space_checked >= 100 || self->space_full) {
+            self->space_checked = mono;
+            self->space_full = false;
+            uint64_t size = dq_store_size (self->store);
+            uint64_t avail = dq_store_disk_free (self->store);
+            if (self->cfg.max_store_bytes && size >= self->cfg.max_store_bytes) {
+                self->space_full = true;
+                snprintf (self->space_reason, sizeof self->space_reason,
+                          "store is full: %" PRIu64 " bytes (limit %" PRIu64
+                          ", --max-store-bytes)", size, self->cfg.max_store_bytes);
+            }
+            else
+            if (avail < self->cfg.min_free_bytes + bytes * 2) {
+                self->space_full = true;
+                snprintf (self->space_reason, sizeof self->space_reason,
+                          "disk of the data dir is nearly full: %" PRIu64
+                          " bytes free (--min-free-bytes %" PRIu64 ")",
+                          avail, self->cfg.min_free_bytes);
+            }
+        }
+        if (self->space_full) {
+            REPLY_ERROR (DQ_ERR_STORE_FULL, 5000, "%s; retry later", self->space_reason);
+            return false;
+        }
+    }
+    return true;
+}
+
+static void
+s_reply_submitted (dq_broker_t *self, const s_peer_t *peer, uint64_t req,
+                   dq_bjob_t **jobs, uint32_t n, dq_bdag_t *dag)
+{
+    char (*ids) [DQ_ID_MAX] = malloc ((size_t) n * DQ_ID_MAX);
+    const char **idp = malloc ((size_t) n * sizeof (char *));
+    assert (ids && idp);
+    for (uint32_t i = 0; i < n; i++) {
+        s_job_id (self, jobs [i]->node.id, ids [i]);
+        idp [i] = ids [i];
+    }
+    char dag_id [DQ_ID_MAX];
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_SUBMITTED);
+    reply.rid = req;
+    reply.ids = idp;
+    reply.nids = n;
+    if (dag) {
+        s_dag_id (self, dag->seq, dag_id);
+        reply.dag_id = dag_id;
+    }
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    free (idp);
+    free (ids);
+}
+
+//  A retried submission: answer with what the first one created.
+static bool
+s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    s_key_t *k = zhashx_lookup (self->keys, msg->key);
+    if (!k)
+        return false;
+    uint32_t n = msg->njobs < k->count? msg->njobs: k->count;
+    dq_bjob_t **jobs = calloc (n? n: 1, sizeof *jobs);
+    assert (jobs);
+    uint32_t found = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        dq_bjob_t *job = s_job (self, k->first + i);
+        if (!job && msg->jobs [i].key) {
+            s_key_t *jk = zhashx_lookup (self->keys, msg->jobs [i].key);
+            job = jk? s_job (self, jk->first): NULL;
+        }
+        if (job)
+            jobs [found++] = job;
+    }
+    if (found == msg->njobs && n == msg->njobs)
+        s_reply_submitted (self, peer, msg->rid, jobs, n,
+                           k->dag? dq_idmap_get (self->dags, k->dag): NULL);
+    else
+        REPLY_ERROR (DQ_ERR_INVALID, 0,
+                     "idempotency key '%s' was used for a different submission "
+                     "(or its jobs expired)", msg->key);
+    free (jobs);
+    return true;
+}
+
+static dq_bjob_t *
+s_job_new (dq_broker_t *self, uint64_t seq, dq_type_t *type,
+           const dq_jobspec_t *spec)
+{
+    dq_bjob_t *job = calloc (1, sizeof *job);
+    assert (job);
+    job->node.id = seq;
+    job->type = type;
+    job->state = DQ_STATE_COUNT_;          //  none yet: s_set_state counts it
+    job->created_ms = self->now;
+    job->run_at_ms = spec->delay_ms? self->now + spec->delay_ms: 0;
+    job->priority = spec->priority;
+    job->max_attempts = (uint16_t) (spec->attempts? spec->attempts: self->cfg.attempts);
+    job->timeout_ms = spec->timeout_ms;
+    if (spec->payload_size) {
+        job->payload = malloc (spec->payload_size);
+        assert (job->payload);
+        memcpy (job->payload, spec->payload, spec->payload_size);
+        job->payload_size = (uint32_t) spec->payload_size;
+    }
+    job->name = spec->name? strdup (spec->name): NULL;
+    job->content_type = spec->content_type? strdup (spec->content_type): NULL;
+    return job;
+}
+
+static void
+s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    if (msg->key && s_replay_key (self, peer, msg))
+        return;
+    uint32_t n = msg->njobs;
+    if (n > self->cfg.max_dag_jobs) {
+        REPLY_ERROR (DQ_ERR_TOO_BIG, 0, "%u jobs in one submission; the limit is %u "
+                     "(--max-dag-jobs)", n, self->cfg.max_dag_jobs);
+        return;
+    }
+    //  Validate everything before changing anything: all or nothing.
+    uint64_t bytes = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const dq_jobspec_t *j = &msg->jobs [i];
+        const char *name = j->name? j->name: "";
+        if (j->payload_size > self->cfg.max_payload) {
+            REPLY_ERROR (DQ_ERR_TOO_BIG, 0, "jobs[%u]%s%s%s: payload of %zu bytes is over "
+                         "the limit of %u bytes (--max-payload)", i, *name? " '": "",
+                         name, *name? "'": "", j->payload_size, self->cfg.max_payload);
+            return;
+        }
+        if (j->ndeps > self->cfg.max_deps) {
+            REPLY_ERROR (DQ_ERR_TOO_BIG, 0, "jobs[%u]%s%s%s: %u dependencies; the limit "
+                         "is %u (--max-deps)", i, *name? " '": "", name, *name? "'": "",
+                         j->ndeps, self->cfg.max_deps);
+            return;
+        }
+        if (j->attempts > 1000) {
+            REPLY_ERROR (DQ_ERR_INVALID, 0, "jobs[%u]: attempts must be 1..1000", i);
+            return;
+        }
+        for (uint32_t k = 0; k < j->ndeps; k++) {
+            if (j->deps [k].idx >= 0)
+                continue;
+            char why [200];
+            bool is_dag;
+            uint64_t seq;
+            if (s_parse_id (self, j->deps [k].id, &is_dag, &seq, why, sizeof why)
+            ||  is_dag || !s_job (self, seq)) {
+                REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "jobs[%u]%s%s%s: depends on unknown job "
+                             "'%.64s'%s%s", i, *name? " '": "", name, *name? "'": "",
+                             j->deps [k].id, is_dag? " (a DAG id, not a job id)": "",
+                             (!is_dag && strstr (why, "issued"))? ": not issued by this broker": "");
+                return;
+            }
+        }
+        bytes += j->payload_size;
+    }
+    char err [512];
+    int rc = dq_dag_check (msg->jobs, n, err, sizeof err);
+    if (rc != DQ_OK) {
+        REPLY_ERROR (rc, 0, "%s", err);
+        return;
+    }
+    if (!s_room_or_reply (self, peer, msg, bytes))
+        return;
+    uint32_t *order = malloc ((size_t) n * sizeof *order);
+    dq_bjob_t **jobs = calloc (n, sizeof *jobs);
+    assert (order && jobs);
+    if (dq_dag_topo_order (msg->jobs, n, order)) {
+        REPLY_ERROR (DQ_ERR_CYCLE, 0, "the jobs form a cycle");
+        free (order);
+        free (jobs);
+        return;
+    }
+    //  Sequences are consecutive, so a key records its jobs as (first, n).
+    uint64_t first = self->next_seq;
+    self->next_seq += n;
+    dq_bdag_t *dag = NULL;
+    if (msg->dag_name) {
+        dag = calloc (1, sizeof *dag);
+        assert (dag);
+        dag->seq = self->next_seq++;
+        dag->name = *msg->dag_name? strdup (msg->dag_name): NULL;
+        dag->created_ms = self->now;
+        dag->jobs = malloc ((size_t) n * sizeof (uint64_t));
+        assert (dag->jobs);
+        dq_idmap_put (self->dags, dag->seq, dag);
+        if (self->store) {
+            dq_store_dag_t rec = { dag->seq, dag->name, msg->key, dag->created_ms };
+            if (dq_store_put_dag (self->store, &rec))
+                s_store_fail (self, "storing a DAG");
+        }
+    }
+    //  Jobs whose own key is known are not created again.
+    for (uint32_t i = 0; i < n; i++) {
+        const dq_jobspec_t *j = &msg->jobs [i];
+        s_key_t *jk = j->key? zhashx_lookup (self->keys, j->key): NULL;
+        if (jk)
+            jobs [i] = s_job (self, jk->first);
+    }
+    dq_dag_node_t **parents = NULL;
+    bool *rof = NULL;
+    uint64_t *pseq = NULL;
+    uint32_t pcap = 0;
+    for (uint32_t o = 0; o < n; o++) {
+        uint32_t i = order [o];
+        const dq_jobspec_t *j = &msg->jobs [i];
+        if (jobs [i])
+            continue;
+        dq_type_t *type = dq_sched_type (self->sched, j->type, true);
+        assert (type);
+        dq_bjob_t *job = s_job_new (self, first + i, type, j);
+        jobs [i] = job;
+        job->dag = dag;
+        if (dag) {
+            dag->jobs [dag->njobs++] = job->node.id;
+            dag->alive++;
+        }
+        if (j->ndeps > pcap) {
+            pcap = j->ndeps;
+            parents = realloc (parents, pcap * sizeof *parents);
+            rof = realloc (rof, pcap * sizeof *rof);
+            pseq = realloc (pseq, pcap * sizeof *pseq);
+            assert (parents && rof && pseq);
+        }
+        for (uint32_t k = 0; k < j->ndeps; k++) {
+            const dq_dep_t *d = &j->deps [k];
+            dq_bjob_t *p = d->idx >= 0? jobs [d->idx]: s_job_by_id (self, d->id);
+            parents [k] = &p->node;
+            rof [k] = d->run_on_failure;
+            pseq [k] = p->node.id;
+        }
+        dq_idmap_put (self->jobs, job->node.id, job);
+        self->unfinished++;
+        self->unfinished_bytes += job->payload_size;
+        s_set_state (self, job, DQ_STATE_WAITING);
+        if (self->store) {
+            dq_store_job_t rec = {
+                .id = job->node.id, .type = type->name,
+                .payload = job->payload, .payload_size = job->payload_size,
+                .content_type = job->content_type, .name = job->name, .key = j->key,
+                .priority = job->priority, .max_attempts = job->max_attempts,
+                .timeout_ms = job->timeout_ms, .run_at_ms = job->run_at_ms,
+                .created_ms = job->created_ms, .state = DQ_STATE_WAITING,
+                .dag = dag? dag->seq: 0,
+                .parents = pseq, .run_on_failure = rof, .nparents = j->ndeps };
+            if (dq_store_put_job (self->store, &rec))
+                s_store_fail (self, "storing a job");
+            if (j->key) {
+                dq_store_key_t kr = { j->key, job->node.id, 1, 0, self->now };
+                if (dq_store_put_key (self->store, &kr))
+                    s_store_fail (self, "storing a key");
+            }
+        }
+        if (j->key)
+            s_key_add (self, j->key, job->node.id, 1, 0, self->now);
+        dq_dag_add (self->dag, &job->node, parents, rof, j->ndeps);
+    }
+    free (parents);
+    free (rof);
+    free (pseq);
+    if (msg->key) {
+        s_key_add (self, msg->key, first, n, dag? dag->seq: 0, self->now);
+        if (self->store) {
+            dq_store_key_t kr = { msg->key, first, n, dag? dag->seq: 0, self->now };
+            if (dq_store_put_key (self->store, &kr))
+                s_store_fail (self, "storing a key");
+        }
+    }
+    if (dag && dag->njobs == 0) {
+        //  Every job of the DAG already existed (job keys): nothing to track.
+        dag->finished_ms = self->now;
+    }
+    else
+    if (dag)
+        s_dag_check_done (self, dag);  //  e.g. every job skipped at once
+    s_reply_submitted (self, peer, msg->rid, jobs, n, dag);
+    free (order);
+    free (jobs);
+}
+
+//  Fill a jobinfo; strings go to buf (at least 3 * DQ_ID_MAX bytes).
+static void
+s_jobinfo (dq_broker_t *self, dq_bjob_t *job, dq_jobinfo_t *info, char *buf,
+           const char **pids, int *pstates, char (*pbuf) [DQ_ID_MAX])
+{
+    memset (info, 0, sizeof *info);
+    char *id = buf, *dag_id = buf + DQ_ID_MAX, *worker = buf + 2 * DQ_ID_MAX,
+         *skipped = buf + 3 * DQ_ID_MAX;
+    s_job_id (self, job->node.id, id);
+    info->id = id;
+    info->type = job->type->name;
+    info->name = job->name;
+    if (job->dag) {
+        s_dag_id (self, job->dag->seq, dag_id);
+        info->dag_id = dag_id;
+    }
+    info->state = job->state;
+    info->priority = job->priority;
+    info->attempts = job->attempts;
+    info->max_attempts = job->max_attempts;
+    if (job->last_worker) {
+        snprintf (worker, DQ_ID_MAX, "w%u", job->last_worker);
+        info->worker = worker;
+    }
+    info->created_ms = job->created_ms;
+    info->started_ms = job->started_ms;
+    info->finished_ms = job->finished_ms;
+    info->error = job->error;
+    if (job->skipped_by) {
+        s_job_id (self, job->skipped_by, skipped);
+        info->skipped_by = skipped;
+    }
+    info->output_size = job->output_size;
+    if (pids) {
+        for (uint32_t k = 0; k < job->node.nparents; k++) {
+            dq_dag_node_t *p = job->node.parents [k].node;
+            if (p) {
+                s_job_id (self, p->id, pbuf [k]);
+                pstates [k] = ((dq_bjob_t *) p)->state;
+            }
+            else {
+                snprintf (pbuf [k], DQ_ID_MAX, "(expired)");
+                pstates [k] = DQ_STATE_SUCCEEDED;
+            }
+            pids [k] = pbuf [k];
+        }
+        info->parent_ids = pids;
+        info->parent_states = pstates;
+        info->nparents = job->node.nparents;
+    }
+}
+
+#define S_INFO_BUF (4 * DQ_ID_MAX)
+
+static void
+s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    uint32_t n = msg->nids;
+    dq_bjob_t **jobs = malloc ((size_t) n * sizeof *jobs);
+    assert (jobs);
+    size_t nparents = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        jobs [i] = s_job_by_id (self, msg->ids [i]);
+        if (!jobs [i]) {
+            REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "job '%.64s' not found (unknown, or "
+                         "expired after --result-ttl)", msg->ids [i]);
+            free (jobs);
+            return;
+        }
+        nparents += jobs [i]->node.nparents;
+    }
+    dq_jobinfo_t *infos = calloc (n, sizeof *infos);
+    char *bufs = malloc ((size_t) n * S_INFO_BUF);
+    const char **pids = malloc ((nparents + 1) * sizeof (char *));
+    int *pstates = malloc ((nparents + 1) * sizeof (int));
+    char (*pbuf) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
+    assert (infos && bufs && pids && pstates && pbuf);
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        s_jobinfo (self, jobs [i], &infos [i], bufs + (size_t) i * S_INFO_BUF,
+                   pids + at, pstates + at, pbuf + at);
+        at += jobs [i]->node.nparents;
+    }
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_JOBS);
+    reply.rid = msg->rid;
+    reply.infos = infos;
+    reply.ninfos = n;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    free (pbuf);
+    free (pstates);
+    free (pids);
+    free (bufs);
+    free (infos);
+    free (jobs);
+}
+
+static dq_bjob_t *
+s_job_lookup_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    dq_bjob_t *job = s_job_by_id (self, msg->id);
+    if (!job)
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "job '%.64s' not found (unknown, or expired "
+                     "after --result-ttl)", msg->id);
+    return job;
+}
+
+static void
+s_handle_result (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    dq_bjob_t *job = s_job_lookup_or_reply (self, peer, msg);
+    if (!job)
+        return;
+    if (!dq_state_is_terminal (job->state)) {
+        REPLY_ERROR (DQ_ERR_NOT_FINISHED, 0, "job '%s' is %s, not finished yet",
+                     msg->id, dq_state_str (job->state));
+        return;
+    }
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_OUTPUT);
+    reply.rid = msg->rid;
+    reply.id = msg->id;
+    reply.state = job->state;
+    reply.output = job->output;
+    reply.output_size = job->output_size;
+    reply.content_type = job->content_type;
+    reply.error = job->error;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+}
+
+//  Cancel one job: it never runs (or its worker abandons it), descendants
+//  are skipped. Returns 1 if it was cancelled, 0 if already terminal.
+static int
+s_cancel_job (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (dq_state_is_terminal (job->state))
+        return 0;
+    if (job->state == DQ_STATE_RUNNING)
+        s_abandon (self, job, "cancelled");
+    s_finish (self, job, DQ_STATE_CANCELLED, NULL, 0, "cancelled by a client");
+    return 1;
+}
+
+static void
+s_handle_cancel (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    bool is_dag;
+    uint64_t seq;
+    char why [200];
+    if (s_parse_id (self, msg->id, &is_dag, &seq, why, sizeof why)) {
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "%s", why);
+        return;
+    }
+    uint64_t count = 0;
+    if (is_dag) {
+        dq_bdag_t *dag = dq_idmap_get (self->dags, seq);
+        if (!dag) {
+            REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "DAG '%.64s' not found", msg->id);
+            return;
+        }
+        //  Cancelling a job skips its descendants, which may be later in
+        //  the list: those are then terminal and not counted twice.
+        for (uint32_t i = 0; i < dag->njobs; i++) {
+            dq_bjob_t *job = s_job (self, dag->jobs [i]);
+            if (job)
+                count += (uint64_t) s_cancel_job (self, job);
+        }
+    }
+    else {
+        dq_bjob_t *job = s_job_lookup_or_reply (self, peer, msg);
+        if (!job)
+            return;
+        count = (uint64_t) s_cancel_job (self, job);
+    }
+    dq_log_info ("%s=%s count=%" PRIu64 " - cancelled", is_dag? "dag": "job",
+                 msg->id, count);
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_CANCELLED);
+    reply.rid = msg->rid;
+    reply.count = count;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+}
+
+static void
+s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    size_t nt = dq_sched_ntypes (self->sched);
+    size_t nw = dq_registry_size (self->registry);
+    dq_typestat_t *ts = calloc (nt + 1, sizeof *ts);
+    dq_workerinfo_t *ws = calloc (nw + 1, sizeof *ws);
+    char (*wids) [16] = calloc (nw + 1, 16);
+    assert (ts && ws && wids);
+    for (size_t i = 0; i < nt; i++) {
+        dq_type_t *t = dq_sched_type_at (self->sched, i);
+        ts [i].type = t->name;
+        ts [i].waiting = t->counts [DQ_STATE_WAITING];
+        ts [i].queued = t->counts [DQ_STATE_QUEUED];
+        ts [i].running = t->counts [DQ_STATE_RUNNING];
+        ts [i].succeeded = t->counts [DQ_STATE_SUCCEEDED];
+        ts [i].failed = t->counts [DQ_STATE_FAILED];
+        ts [i].cancelled = t->counts [DQ_STATE_CANCELLED];
+        ts [i].skipped = t->counts [DQ_STATE_SKIPPED];
+        ts [i].workers = (uint32_t) dq_heap_size (t->workers);
+    }
+    size_t i = 0;
+    for (dq_bworker_t *w = dq_registry_first (self->registry); w && i < nw;
+         w = dq_registry_next (self->registry), i++) {
+        snprintf (wids [i], 16, "w%u", w->num);
+        ws [i].id = wids [i];
+        ws [i].name = w->name;
+        ws [i].host = w->host;
+        ws [i].pid = w->pid;
+        ws [i].capacity = w->capacity;
+        ws [i].inflight = w->inflight;
+        ws [i].last_seen_ms = w->last_recv_ms;
+        ws [i].done = w->done;
+        ws [i].types = (const char **) w->types;
+        ws [i].ntypes = w->nmembers;
+        uint32_t nty = 0;
+        while (w->types && w->types [nty])
+            nty++;
+        ws [i].ntypes = nty;
+    }
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_STATS_REPLY);
+    reply.rid = msg->rid;
+    reply.broker_id = self->broker_id;
+    reply.uptime_ms = self->now - self->started_ms;
+    reply.jobs_total = dq_idmap_size (self->jobs);
+    reply.queued_bytes = self->unfinished_bytes;
+    reply.typestats = ts;
+    reply.ntypestats = (uint32_t) nt;
+    reply.workers = ws;
+    reply.nworkers = (uint32_t) i;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    free (wids);
+    free (ws);
+    free (ts);
+}
+
+static void
+s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    bool is_dag;
+    uint64_t seq;
+    char why [200];
+    if (s_parse_id (self, msg->id, &is_dag, &seq, why, sizeof why) || !is_dag) {
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "%s", is_dag? why: "not a DAG id");
+        return;
+    }
+    dq_bdag_t *dag = dq_idmap_get (self->dags, seq);
+    if (!dag) {
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "DAG '%.64s' not found (unknown, or expired "
+                     "after --result-ttl)", msg->id);
+        return;
+    }
+    uint32_t n = 0;
+    size_t nparents = 0;
+    for (uint32_t i = 0; i < dag->njobs; i++) {
+        dq_bjob_t *job = s_job (self, dag->jobs [i]);
+        if (job) {
+            n++;
+            nparents += job->node.nparents;
+        }
+    }
+    dq_jobinfo_t *infos = calloc (n + 1, sizeof *infos);
+    char *bufs = malloc ((size_t) (n + 1) * S_INFO_BUF);
+    const char **pids = malloc ((nparents + 1) * sizeof (char *));
+    int *pstates = malloc ((nparents + 1) * sizeof (int));
+    char (*pbuf) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
+    assert (infos && bufs && pids && pstates && pbuf);
+    size_t at = 0;
+    uint32_t k = 0;
+    for (uint32_t i = 0; i < dag->njobs; i++) {
+        dq_bjob_t *job = s_job (self, dag->jobs [i]);
+        if (!job)
+            continue;
+        s_jobinfo (self, job, &infos [k], bufs + (size_t) k * S_INFO_BUF,
+                   pids + at, pstates + at, pbuf + at);
+        at += job->node.nparents;
+        k++;
+    }
+    char dag_id [DQ_ID_MAX];
+    s_dag_id (self, dag->seq, dag_id);
+    dq_daginfo_t di = {
+        .id = dag_id, .name = dag->name, .total = dag->njobs,
+        .waiting = dag->counts [DQ_STATE_WAITING], .queued = dag->counts [DQ_STATE_QUEUED],
+        .running = dag->counts [DQ_STATE_RUNNING],
+        .succeeded = dag->counts [DQ_STATE_SUCCEEDED],
+        .failed = dag->counts [DQ_STATE_FAILED],
+        .cancelled = dag->counts [DQ_STATE_CANCELLED],
+        .skipped = dag->counts [DQ_STATE_SKIPPED],
+        .created_ms = dag->created_ms, .finished_ms = dag->finished_ms };
+    di.state = !dag->finished_ms? DQ_STATE_RUNNING:
+               dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs? DQ_STATE_SUCCEEDED:
+               DQ_STATE_FAILED;
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_DAG_INFO);
+    reply.rid = msg->rid;
+    reply.dag = &di;
+    reply.infos = infos;
+    reply.ninfos = n;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    free (pbuf);
+    free (pstates);
+    free (pids);
+    free (bufs);
+    free (infos);
+}
+
+//  ---------------------------------------------------------------------------
+//  Worker handlers
+
+static void
+s_reregister (dq_broker_t *self, const s_peer_t *peer)
+{
+    dq_msg_t msg;
+    dq_msg_init (&msg, DQ_CMD_REREGISTER);
+    s_queue_msg (self, self->be, peer->rid, peer->rid_size, &msg);
+}
+
+static void
+s_worker_free_strings (dq_bworker_t *w)
+{
+    for (uint32_t i = 0; w->types && w->types [i]; i++)
+        free (w->types [i]);
+    free (w->types);
+    w->types = NULL;
+}
+
+static void
+s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    dq_bworker_t *w = dq_registry_lookup (self->registry, peer->rid, peer->rid_size);
+    bool known = w != NULL;
+    if (!w) {
+        w = dq_registry_add (self->registry, peer->rid, peer->rid_size);
+        if (!w)
+            return;
+        w->last_send_ms = dq_mono_ms ();
+    }
+    free (w->name);
+    free (w->host);
+    w->name = strdup (msg->name? msg->name: "");
+    w->host = strdup (msg->host? msg->host: "");
+    w->pid = msg->pid;
+    w->capacity = msg->capacity;
+    w->stalled = false;
+    s_worker_free_strings (w);
+    w->types = calloc (msg->ntypes + 1, sizeof (char *));
+    assert (w->types);
+    for (uint32_t i = 0; i < msg->ntypes; i++)
+        w->types [i] = strdup (msg->types [i]);
+    if (dq_sched_worker_join (self->sched, w, msg->types, msg->ntypes))
+        dq_log_error ("worker=w%u - out of memory joining its types", w->num);
+    //  Jobs it still runs from before (broker restart, reconnect): if they
+    //  are queued here, they are running there.
+    for (uint32_t i = 0; i < msg->nrunning; i++) {
+        dq_bjob_t *job = s_job_by_id (self, msg->running [i]);
+        if (job && job->state == DQ_STATE_QUEUED) {
+            dq_sched_dequeue (self->sched, job);
+            s_set_state (self, job, DQ_STATE_RUNNING);
+            s_worker_add_job (w, job);
+            job->last_worker = w->num;
+            if (!job->attempts)
+                job->attempts = 1;
+            if (job->timeout_ms)
+                s_timer_add (self, job, self->now + job->timeout_ms);
+        }
+    }
+    dq_sched_worker_changed (self->sched, w);
+    if (!known || msg->capacity == 0)
+        dq_log_info ("worker=w%u name=%s host=%s pid=%u capacity=%u types=%u - %s",
+                     w->num, w->name, w->host, w->pid, w->capacity, msg->ntypes,
+                     known? "draining": "registered");
+    char wid [16];
+    snprintf (wid, sizeof wid, "w%u", w->num);
+    dq_msg_t reply;
+    dq_msg_init (&reply, DQ_CMD_WELCOME);
+    reply.heartbeat_ms = self->cfg.heartbeat_ms;
+    reply.liveness = self->cfg.liveness;
+    reply.broker_id = self->broker_id;
+    reply.worker_id = wid;
+    s_queue_worker (self, w, &reply);
+}
+
+static void
+s_ack_later (dq_bworker_t *w, uint64_t seq)
+{
+    if (w->nacks == w->acks_cap) {
+        uint32_t cap = w->acks_cap? w->acks_cap * 2: 64;
+        uint64_t *acks = realloc (w->acks, cap * sizeof *acks);
+        assert (acks);
+        w->acks = acks;
+        w->acks_cap = cap;
+    }
+    w->acks [w->nacks++] = seq;
+}
+
+static void
+s_handle_done (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    dq_bworker_t *w = dq_registry_lookup (self->registry, peer->rid, peer->rid_size);
+    dq_bjob_t *job = s_job_by_id (self, msg->id);
+    //  The outcome counts even from a worker we do not know (it ran the job
+    //  before a broker restart): first terminal outcome wins.
+    if (job && !dq_state_is_terminal (job->state)) {
+        if (job->worker && job->worker != w) {
+            //  Another worker holds a later lease on it: it can stop.
+            s_abandon (self, job, "finished elsewhere");
+        }
+        if (msg->ok) {
+            if (msg->output_size > self->cfg.max_payload) {
+                s_attempt_failed (self, job, "output over the --max-payload limit", false);
+            }
+            else {
+                if (msg->content_type && !job->content_type)
+                    job->content_type = strdup (msg->content_type);
+                s_finish (self, job, DQ_STATE_SUCCEEDED, msg->output,
+                          msg->output_size, NULL);
+            }
+        }
+        else
+            s_attempt_failed (self, job, msg->error? msg->error: "failed", true);
+    }
+    if (!w) {
+        //  Acknowledge straight away so it stops resending, then ask it
+        //  to register.
+        char id [DQ_ID_MAX];
+        snprintf (id, sizeof id, "%s", msg->id);
+        const char *ids [1] = { id };
+        dq_msg_t ack;
+        dq_msg_init (&ack, DQ_CMD_ACK);
+        ack.ids = ids;
+        ack.nids = 1;
+        s_queue_msg (self, self->be, peer->rid, peer->rid_size, &ack);
+        s_reregister (self, peer);
+        return;
+    }
+    w->done++;
+    if (job)
+        s_ack_later (w, job->node.id);
+    else {
+        //  Unknown (expired) job: acknowledge it by its id string.
+        dq_msg_t ack;
+        const char *ids [1] = { msg->id };
+        dq_msg_init (&ack, DQ_CMD_ACK);
+        ack.ids = ids;
+        ack.nids = 1;
+        s_queue_worker (self, w, &ack);
+    }
+}
+
+//  Drop a worker: every job it held goes back to its queue, the attempt
+//  counted (and failed for good when it was the last).
+static void
+s_worker_drop (dq_broker_t *self, dq_bworker_t *w, const char *why)
+{
+    dq_log_info ("worker=w%u name=%s host=%s inflight=%u - %s", w->num,
+                 w->name? w->name: "", w->host? w->host: "", w->inflight, why);
+    while (w->inflight) {
+        dq_bjob_t *job = w->jobs [w->inflight - 1];
+        char error [200];
+        snprintf (error, sizeof error, "worker w%u (%s) lost: %s", w->num,
+                  w->host? w->host: "?", why);
+        s_attempt_failed (self, job, error, false);
+    }
+    dq_sched_worker_leave (self->sched, w);
+    dq_registry_remove (self->registry, &w);
+}
+
+static void
+s_handle_bye (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    (void) msg;
+    dq_bworker_t *w = dq_registry_lookup (self->registry, peer->rid, peer->rid_size);
+    if (w)
+        s_worker_drop (self, w, "left");
+}
+
+static void
+s_handle_heartbeat (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    (void) msg;
+    if (!dq_registry_lookup (self->registry, peer->rid, peer->rid_size))
+        s_reregister (self, peer);
+}
+
+//  ---------------------------------------------------------------------------
+//  Reading and dispatching messages
+
+typedef void (s_handler_fn) (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg);
+
+static s_handler_fn *s_client_handlers [DQ_CMD_COUNT_] = {
+    [DQ_CMD_SUBMIT] = s_handle_submit,
+    [DQ_CMD_STATUS] = s_handle_status,
+    [DQ_CMD_RESULT] = s_handle_result,
+    [DQ_CMD_CANCEL] = s_handle_cancel,
+    [DQ_CMD_STATS] = s_handle_stats,
+    [DQ_CMD_DAG] = s_handle_dag,
+};
+
+static s_handler_fn *s_worker_handlers [DQ_CMD_COUNT_] = {
+    [DQ_CMD_READY] = s_handle_ready,
+    [DQ_CMD_HEARTBEAT] = s_handle_heartbeat,
+    [DQ_CMD_DONE] = s_handle_done,
+    [DQ_CMD_BYE] = s_handle_bye,
+};
+
+//  Read one message from sock. Returns false if there was none.
+static bool
+s_read_one (dq_broker_t *self, void *sock, s_handler_fn **handlers)
+{
+    uint8_t rid [256];
+    size_t rid_size = 0;
+    dq_err_t err;
+    char reason [200];
+    dq_msg_t *msg = dq_msg_recv (sock, rid, &rid_size, ZMQ_DONTWAIT, &err, reason);
+    if (!msg) {
+        if (err == DQ_OK)
+            return false;
+        const char *side = sock == self->fe? "frontend": "backend";
+        s_log_bad (self, "%s peer - bad message: %s", side, reason);
+        //  The request id is unknown: reply with rid 0.
+        s_queue_error (self, sock, rid, rid_size, 0, err, 0, "%s", reason);
+        return true;
+    }
+    s_peer_t peer = { rid, rid_size };
+    if (sock == self->be) {
+        dq_bworker_t *w = dq_registry_lookup (self->registry, rid, rid_size);
+        if (w) {
+            w->last_recv_ms = dq_mono_ms ();
+            if (w->stalled && msg->cmd != DQ_CMD_BYE) {
+                w->stalled = false;
+                dq_sched_worker_changed (self->sched, w);
+            }
+        }
+    }
+    s_handler_fn *fn = handlers [msg->cmd];
+    if (fn)
+        fn (self, &peer, msg);
+    else {
+        s_log_bad (self, "%s peer - %s is not a command for this port",
+                   sock == self->fe? "frontend": "backend", dq_cmd_str (msg->cmd));
+        s_queue_error (self, sock, rid, rid_size, msg->rid, DQ_ERR_PROTOCOL, 0,
+                       "%s is not a command for the %s port", dq_cmd_str (msg->cmd),
+                       sock == self->fe? "client (frontend)": "worker (backend)");
+    }
+    dq_msg_destroy (&msg);
+    return true;
+}
+
+//  ---------------------------------------------------------------------------
+//  Deadlines, dispatch, heartbeats
+
+static void
+s_run_timers (dq_broker_t *self)
+{
+    dq_bjob_t *job;
+    while ((job = dq_heap_peek (self->timers)) && job->deadline_ms <= self->now) {
+        dq_heap_pop (self->timers);
+        job->where = DQ_WHERE_NONE;
+        if (job->state == DQ_STATE_RUNNING) {
+            char error [120];
+            snprintf (error, sizeof error, "timed out after %.3f s (attempt %u)",
+                      job->timeout_ms / 1000.0, job->attempts);
+            s_abandon (self, job, "timeout");
+            s_attempt_failed (self, job, error, true);
+        }
+        else
+        if (job->state == DQ_STATE_WAITING) {
+            s_set_state (self, job, DQ_STATE_QUEUED);
+            s_enqueue (self, job);
+        }
+        else
+        if (dq_state_is_terminal (job->state)) {
+            if (dq_dag_has_pending_children (&job->node))
+                s_timer_add (self, job, self->now + 60000);
+            else
+                s_delete_job (self, job);
+        }
+    }
+    s_keys_expire (self);
+}
+
+static void
+s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
+{
+    s_worker_add_job (w, job);
+    w->tick = ++self->tick;
+    dq_sched_worker_changed (self->sched, w);
+    job->attempts++;
+    job->started_ms = self->now;
+    job->last_worker = w->num;
+    s_set_state (self, job, DQ_STATE_RUNNING);
+    if (job->timeout_ms)
+        s_timer_add (self, job, self->now + job->timeout_ms);
+    char id [DQ_ID_MAX], wid [16];
+    s_job_id (self, job->node.id, id);
+    snprintf (wid, sizeof wid, "w%u", w->num);
+    if (self->store
+    &&  dq_store_set_started (self->store, job->node.id, job->attempts,
+                              job->started_ms, wid))
+        s_store_fail (self, "recording a dispatch");
+    dq_parent_t parents_small [8];
+    dq_parent_t *parents = job->node.nparents <= 8? parents_small:
+                           malloc (job->node.nparents * sizeof *parents);
+    assert (parents);
+    char (*pids) [DQ_ID_MAX] = job->node.nparents? malloc (job->node.nparents * DQ_ID_MAX): NULL;
+    for (uint32_t k = 0; k < job->node.nparents; k++) {
+        dq_bjob_t *p = (dq_bjob_t *) job->node.parents [k].node;
+        memset (&parents [k], 0, sizeof parents [k]);
+        if (p) {
+            s_job_id (self, p->node.id, pids [k]);
+            parents [k].id = pids [k];
+            parents [k].name = p->name;
+            parents [k].output = p->output;
+            parents [k].output_size = p->output_size;
+        }
+        else
+            parents [k].id = "(expired)";
+    }
+    dq_msg_t msg;
+    dq_msg_init (&msg, DQ_CMD_JOB);
+    msg.id = id;
+    msg.type = job->type->name;
+    msg.payload = job->payload;
+    msg.payload_size = job->payload_size;
+    msg.content_type = job->content_type;
+    msg.attempt = job->attempts;
+    msg.timeout_ms = job->timeout_ms;
+    msg.parents = parents;
+    msg.nparents = job->node.nparents;
+    size_t before = self->nout;
+    s_queue_worker (self, w, &msg);
+    if (self->nout > before) {
+        self->out [before].job = job->node.id;
+        self->out [before].worker = w->num;
+    }
+    else {
+        //  Could not encode (parents' outputs too big together): fail it.
+        s_attempt_failed (self, job, "the job's message (payload and parents' "
+                          "outputs) is over the message size limit", false);
+    }
+    if (parents != parents_small)
+        free (parents);
+    free (pids);
+    dq_log_debug ("job=%s type=%s worker=w%u attempt=%u - dispatched", id,
+                  job->type->name, w->num, job->attempts);
+}
+
+static void
+s_dispatch_all (dq_broker_t *self)
+{
+    dq_bjob_t *job;
+    dq_bworker_t *w;
+    while (dq_sched_next (self->sched, &job, &w))
+        s_dispatch (self, job, w);
+}
+
+static void
+s_send_acks (dq_broker_t *self)
+{
+    for (dq_bworker_t *w = dq_registry_first (self->registry); w;
+         w = dq_registry_next (self->registry)) {
+        if (!w->nacks)
+            continue;
+        char (*ids) [DQ_ID_MAX] = malloc ((size_t) w->nacks * DQ_ID_MAX);
+        const char **idp = malloc ((size_t) w->nacks * sizeof (char *));
+        assert (ids && idp);
+        for (uint32_t i = 0; i < w->nacks; i++) {
+            s_job_id (self, w->acks [i], ids [i]);
+            idp [i] = ids [i];
+        }
+        dq_msg_t ack;
+        dq_msg_init (&ack, DQ_CMD_ACK);
+        ack.ids = idp;
+        ack.nids = w->nacks;
+        s_queue_worker (self, w, &ack);
+        w->nacks = 0;
+        free (idp);
+        free (ids);
+    }
+}
+
+static void
+s_heartbeats (dq_broker_t *self)
+{
+    uint64_t mono = dq_mono_ms ();
+    uint64_t interval = self->cfg.heartbeat_ms;
+    if (mono - self->last_beat < interval / 2)
+        return;
+    self->last_beat = mono;
+    uint64_t dead_after = interval * self->cfg.liveness;
+    zlistx_t *dead = zlistx_new ();
+    for (dq_bworker_t *w = dq_registry_first (self->registry); w;
+         w = dq_registry_next (self->registry)) {
+        if (mono - w->last_recv_ms > dead_after)
+            zlistx_add_end (dead, w);
+        else
+        if (mono - w->last_send_ms >= interval) {
+            dq_msg_t hb;
+            dq_msg_init (&hb, DQ_CMD_HEARTBEAT);
+            s_queue_worker (self, w, &hb);
+            w->last_send_ms = mono;
+        }
+    }
+    for (dq_bworker_t *w = zlistx_first (dead); w; w = zlistx_next (dead))
+        s_worker_drop (self, w, "missed heartbeats");
+    zlistx_destroy (&dead);
+}
+
+static long
+s_poll_timeout (dq_broker_t *self)
+{
+    long timeout = (long) self->cfg.heartbeat_ms / 2;
+    dq_bjob_t *job = dq_heap_peek (self->timers);
+    if (job) {
+        uint64_t now = dq_now_ms ();
+        long due = job->deadline_ms > now? (long) (job->deadline_ms - now): 0;
+        if (due < timeout)
+            timeout = due;
+    }
+    return timeout;
+}
+
+//  ---------------------------------------------------------------------------
+//  Recovery from the store
+
+static int
+s_load_key (void *arg, const dq_store_key_t *k)
+{
+    dq_broker_t *self = arg;
+    s_key_add (self, k->key, k->first, k->count, k->dag, k->created_ms);
+    if (k->first + k->count > self->next_seq)
+        self->next_seq = k->first + k->count;
+    return 0;
+}
+
+static int
+s_load_dag (void *arg, const dq_store_dag_t *d)
+{
+    dq_broker_t *self = arg;
+    dq_bdag_t *dag = calloc (1, sizeof *dag);
+    assert (dag);
+    dag->seq = d->id;
+    dag->name = d->name? strdup (d->name): NULL;
+    dag->created_ms = d->created_ms;
+    dq_idmap_put (self->dags, dag->seq, dag);
+    if (d->id >= self->next_seq)
+        self->next_seq = d->id + 1;
+    return 0;
+}
+
+static int
+s_load_job (void *arg, const dq_store_job_t *r)
+{
+    dq_broker_t *self = arg;
+    dq_type_t *type = dq_sched_type (self->sched, r->type, true);
+    if (!type)
+        return -1;
+    dq_jobspec_t spec = { .type = r->type, .payload = r->payload,
+                          .payload_size = r->payload_size,
+                          .content_type = r->content_type, .name = r->name,
+                          .priority = r->priority, .attempts = r->max_attempts,
+                          .timeout_ms = r->timeout_ms };
+    dq_bjob_t *job = s_job_new (self, r->id, type, &spec);
+    job->created_ms = r->created_ms;
+    job->started_ms = r->started_ms;
+    job->run_at_ms = r->run_at_ms;
+    job->attempts = (uint16_t) r->attempts;
+    job->error = r->error? strdup (r->error): NULL;
+    if (r->dag) {
+        job->dag = dq_idmap_get (self->dags, r->dag);
+        if (job->dag) {
+            dq_bdag_t *dag = job->dag;
+            uint64_t *jobs = realloc (dag->jobs, (dag->njobs + 1) * sizeof (uint64_t));
+            assert (jobs);
+            dag->jobs = jobs;
+            dag->jobs [dag->njobs++] = job->node.id;
+            dag->alive++;
+        }
+    }
+    dq_idmap_put (self->jobs, job->node.id, job);
+    if (r->id >= self->next_seq)
+        self->next_seq = r->id + 1;
+    bool terminal = dq_state_is_terminal (r->state);
+    if (terminal) {
+        //  Counted as terminal from the start; the tracker is told below.
+        job->state = (uint8_t) r->state;
+        job->type->counts [r->state]++;
+        if (job->dag)
+            job->dag->counts [r->state]++;
+        job->finished_ms = r->finished_ms;
+        job->skipped_by = r->skipped_by;
+        if (r->output_size) {
+            job->output = malloc (r->output_size);
+            assert (job->output);
+            memcpy (job->output, r->output, r->output_size);
+            job->output_size = (uint32_t) r->output_size;
+        }
+        free (job->payload);
+        job->payload = NULL;
+        job->payload_size = 0;
+    }
+    else {
+        self->unfinished++;
+        self->unfinished_bytes += job->payload_size;
+        s_set_state (self, job, DQ_STATE_WAITING);
+    }
+    //  Parents were loaded first (id order). Expired parents of finished
+    //  jobs are simply gone.
+    dq_dag_node_t **parents = calloc (r->nparents + 1, sizeof *parents);
+    bool *rof = calloc (r->nparents + 1, sizeof *rof);
+    assert (parents && rof);
+    uint32_t np = 0;
+    for (uint32_t k = 0; k < r->nparents; k++) {
+        dq_bjob_t *p = s_job (self, r->parents [k]);
+        if (p) {
+            parents [np] = &p->node;
+            rof [np++] = r->run_on_failure [k];
+        }
+        else
+        if (!terminal)
+            dq_log_warn ("job=%s-%" PRIu64 " - parent %" PRIu64 " missing from the "
+                         "store; treated as succeeded", self->broker_id, r->id,
+                         r->parents [k]);
+    }
+    dq_dag_add (self->dag, &job->node, parents, rof, np);
+    free (parents);
+    free (rof);
+    if (terminal) {
+        if (r->state == DQ_STATE_SKIPPED) {
+            if (job->node.phase != DQ_DAG_SKIPPED)
+                job->node.phase = DQ_DAG_SKIPPED;
+        }
+        else
+            dq_dag_finish (self->dag, &job->node, r->state);
+        s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
+    }
+    return 0;
+}
+
+static int
+s_load (dq_broker_t *self, char *err, size_t err_size)
+{
+    uint64_t t0 = dq_mono_ms ();
+    self->loading = true;
+    dq_store_loader_t loader = { s_load_job, s_load_dag, s_load_key, self };
+    int rc = dq_store_load (self->store, &loader);
+    self->loading = false;
+    if (rc) {
+        snprintf (err, err_size, "cannot read the store in %s: %s",
+                  self->cfg.data_dir, dq_store_error (self->store));
+        return -1;
+    }
+    char *seq = dq_store_meta_get (self->store, "next_seq");
+    uint64_t stored = 0;
+    if (seq && dq_parse_u64 (seq, 1, UINT64_MAX, &stored) == 0 && stored > self->next_seq)
+        self->next_seq = stored;
+    free (seq);
+    //  DAGs that finished before the restart keep their finish time.
+    size_t cursor = 0;
+    dq_bdag_t *dag;
+    while ((dag = dq_idmap_next (self->dags, &cursor, NULL))) {
+        uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]
+                      + dag->counts [DQ_STATE_CANCELLED] + dag->counts [DQ_STATE_SKIPPED];
+        if (done == dag->njobs)
+            dag->finished_ms = dag->created_ms;
+    }
+    dq_log_info ("store - loaded jobs=%zu unfinished=%" PRIu64 " dags=%zu keys=%zu "
+                 "in %" PRIu64 " ms", dq_idmap_size (self->jobs), self->unfinished,
+                 dq_idmap_size (self->dags), zhashx_size (self->keys),
+                 dq_mono_ms () - t0);
+    return 0;
+}
+
+//  ---------------------------------------------------------------------------
+//  Setup
+
+void
+dq_broker_cfg_defaults (dq_broker_cfg_t *cfg)
+{
+    memset (cfg, 0, sizeof *cfg);
+    cfg->frontend = DQ_BROKER_FRONTEND_DEFAULT;
+    cfg->backend = DQ_BROKER_BACKEND_DEFAULT;
+    cfg->events = DQ_BROKER_EVENTS_DEFAULT;
+    cfg->data_dir = DQ_BROKER_DATA_DIR_DEFAULT;
+    cfg->sync = DQ_STORE_SYNC_FULL;
+    cfg->heartbeat_ms = DQ_BROKER_HEARTBEAT_DEFAULT;
+    cfg->liveness = DQ_BROKER_LIVENESS_DEFAULT;
+    cfg->max_jobs = DQ_BROKER_MAX_JOBS_DEFAULT;
+    cfg->max_bytes = DQ_BROKER_MAX_BYTES_DEFAULT;
+    cfg->max_payload = DQ_BROKER_MAX_PAYLOAD_DEFAULT;
+    cfg->max_message = DQ_BROKER_MAX_MESSAGE_DEFAULT;
+    cfg->max_dag_jobs = DQ_BROKER_MAX_DAG_JOBS_DEFAULT;
+    cfg->max_deps = DQ_BROKER_MAX_DEPS_DEFAULT;
+    cfg->attempts = DQ_BROKER_ATTEMPTS_DEFAULT;
+    cfg->retry_base_ms = DQ_BROKER_RETRY_BASE_DEFAULT;
+    cfg->retry_max_ms = DQ_BROKER_RETRY_MAX_DEFAULT;
+    cfg->result_ttl_ms = DQ_BROKER_RESULT_TTL_DEFAULT;
+    cfg->min_free_bytes = DQ_BROKER_MIN_FREE_DEFAULT;
+    cfg->batch = DQ_BROKER_BATCH_DEFAULT;
+}
+
+static bool
+s_timer_before (const void *a, const void *b)
+{
+    const dq_bjob_t *x = a, *y = b;
+    if (x->deadline_ms != y->deadline_ms)
+        return x->deadline_ms < y->deadline_ms;
+    return x->node.id < y->node.id;
+}
+
+static void
+s_timer_setpos (void *item, size_t pos)
+{
+    ((dq_bjob_t *) item)->pos = pos;
+}
+
+static int
+s_bind (dq_broker_t *self, zsock_t *sock, const char *endpoint, bool curve,
+        char *err, size_t err_size)
+{
+    if (curve) {
+        zcert_t *cert = zcert_load (self->cfg.curve_secret);
+        if (!cert) {
+            snprintf (err, err_size, "cannot read CURVE certificate %s",
+                      self->cfg.curve_secret);
+            return -1;
+        }
+        zcert_apply (cert, sock);
+        zcert_destroy (&cert);
+        zsock_set_curve_server (sock, 1);
+        //  Without a running ZAP handler libzmq must refuse, not admit.
+        zsock_set_zap_domain (sock, sock == self->backend? "dagq-workers": "dagq-clients");
+        zsock_set_zap_enforce_domain (sock, 1);
+    }
+    if (zsock_bind (sock, "%s", endpoint) == -1) {
+        snprintf (err, err_size, "cannot bind %s: %s", endpoint, zmq_strerror (errno));
+        return -1;
+    }
+    return 0;
+}
+
+static zsock_t *
+s_router (dq_broker_t *self)
+{
+    zsock_t *sock = zsock_new (ZMQ_ROUTER);
+    if (!sock)
+        return NULL;
+    zsock_set_router_mandatory (sock, 1);
+    zsock_set_maxmsgsize (sock, (int64_t) self->cfg.max_message);
+    zsock_set_sndhwm (sock, 200000);
+    zsock_set_rcvhwm (sock, 200000);
+    zsock_set_linger (sock, 1000);
+    zsock_set_tcp_keepalive (sock, 1);
+    zsock_set_tcp_keepalive_idle (sock, 30);
+    return sock;
+}
+
+dq_broker_t *
+dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
+               int *exit_code)
+{
+    dq_broker_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        snprintf (err, err_size, "out of memory");
+        *exit_code = DQ_BROKER_EXIT_CONFIG;
+        return NULL;
+    }
+    self->cfg = *cfg;
+    self->jobs = dq_idmap_new ();
+    self->dags = dq_idmap_new ();
+    self->keys = zhashx_new ();
+    self->key_order = zlistx_new ();
+    self->sched = dq_sched_new ();
+    self->registry = dq_registry_new ();
+    dq_dag_events_t events = { s_on_ready, s_on_skip, self };
+    self->dag = dq_dag_new (&events);
+    self->timers = dq_heap_new (s_timer_before, s_timer_setpos);
+    self->next_seq = 1;
+    self->started_ms = self->now = dq_now_ms ();
+    if (!self->jobs || !self->dags || !self->keys || !self->key_order
+    ||  !self->sched || !self->registry || !self->dag || !self->timers) {
+        snprintf (err, err_size, "out of memory");
+        *exit_code = DQ_BROKER_EXIT_CONFIG;
+        goto fail;
+    }
+    zhashx_set_destructor (self->keys, s_key_free);
+
+    //  The store first: a refused data dir must not leave ports bound.
+    if (!cfg->memory) {
+        char why [512];
+        self->store = dq_store_open (cfg->data_dir, cfg->sync, why, sizeof why);
+        if (!self->store) {
+            snprintf (err, err_size, "%s", why);
+            *exit_code = DQ_BROKER_EXIT_STORE;
+            goto fail;
+        }
+        char *id = dq_store_meta_get (self->store, "broker_id");
+        if (id && cfg->broker_id && strcmp (id, cfg->broker_id)) {
+            snprintf (err, err_size, "data dir %s belongs to broker '%s', not '%s'",
+                      cfg->data_dir, id, cfg->broker_id);
+            free (id);
+            *exit_code = DQ_BROKER_EXIT_STORE;
+            goto fail;
+        }
+        if (!id) {
+            char hex [16];
+            dq_random_hex (hex, 2);
+            snprintf (self->broker_id, sizeof self->broker_id, "%s",
+                      cfg->broker_id? cfg->broker_id: hex);
+            if (!cfg->broker_id)
+                snprintf (self->broker_id, sizeof self->broker_id, "b%s", hex);
+            if (dq_store_meta_set (self->store, "broker_id", self->broker_id)
+            ||  dq_store_commit (self->store)) {
+                snprintf (err, err_size, "cannot write to the store: %s",
+                          dq_store_error (self->store));
+                *exit_code = DQ_BROKER_EXIT_STORE;
+                goto fail;
+            }
+        }
+        else {
+            snprintf (self->broker_id, sizeof self->broker_id, "%s", id);
+            free (id);
+        }
+        if (s_load (self, err, err_size)) {
+            *exit_code = DQ_BROKER_EXIT_STORE;
+            goto fail;
+        }
+        self->stored_seq = self->next_seq;
+    }
+    else {
+        char hex [16];
+        dq_random_hex (hex, 3);
+        snprintf (self->broker_id, sizeof self->broker_id, "%s",
+                  cfg->broker_id? cfg->broker_id: "");
+        if (!cfg->broker_id)
+            snprintf (self->broker_id, sizeof self->broker_id, "m%s", hex);
+    }
+
+    //  CURVE: the authenticator runs before any bind.
+    bool curve = cfg->curve_secret != NULL;
+    if (curve) {
+        self->auth = zactor_new (zauth, NULL);
+        if (!self->auth) {
+            snprintf (err, err_size, "cannot start the CURVE authenticator");
+            *exit_code = DQ_BROKER_EXIT_CONFIG;
+            goto fail;
+        }
+        const char *clients = cfg->curve_clients? cfg->curve_clients: CURVE_ALLOW_ANY;
+        zstr_sendx (self->auth, "CURVE", clients, NULL);
+        zsock_wait (self->auth);
+    }
+    self->frontend = s_router (self);
+    self->backend = s_router (self);
+    self->events = zsock_new (ZMQ_PUB);
+    if (!self->frontend || !self->backend || !self->events) {
+        snprintf (err, err_size, "cannot create sockets");
+        *exit_code = DQ_BROKER_EXIT_BIND;
+        goto fail;
+    }
+    zsock_set_sndhwm (self->events, 100000);
+    zsock_set_linger (self->events, 0);
+    if (s_bind (self, self->frontend, cfg->frontend, curve, err, err_size)
+    ||  s_bind (self, self->backend, cfg->backend, curve, err, err_size)
+    ||  (cfg->events && *cfg->events
+         && s_bind (self, self->events, cfg->events, curve, err, err_size))) {
+        *exit_code = DQ_BROKER_EXIT_BIND;
+        goto fail;
+    }
+    self->fe = zsock_resolve (self->frontend);
+    self->be = zsock_resolve (self->backend);
+    self->pub = zsock_resolve (self->events);
+    return self;
+fail:
+    dq_broker_destroy (&self);
+    return NULL;
+}
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    if (s_signal_target)
+        s_signal_target->stopping = 1;
+}
+
+void
+dq_broker_stop (dq_broker_t *self)
+{
+    self->stopping = 1;
+}
+
+int
+dq_broker_run (dq_broker_t *self)
+{
+    s_signal_target = self;
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction (SIGINT, &sa, NULL);
+    sigaction (SIGTERM, &sa, NULL);
+    signal (SIGPIPE, SIG_IGN);
+
+    dq_log_info ("broker=%s frontend=%s backend=%s events=%s store=%s - ready",
+                 self->broker_id, self->cfg.frontend, self->cfg.backend,
+                 self->cfg.events? self->cfg.events: "-",
+                 self->store? dq_store_path (self->store): "none (--memory)");
+    zmq_pollitem_t items [] = {
+        { self->be, 0, ZMQ_POLLIN, 0 },
+        { self->fe, 0, ZMQ_POLLIN, 0 },
+    };
+    while (!self->stopping) {
+        int rc = zmq_poll (items, 2, s_poll_timeout (self));
+        if (rc == -1 && errno != EINTR)
+            break;
+        self->now = dq_now_ms ();
+        //  1-2. a bounded batch, backend first
+        uint32_t n = 0;
+        while (n < self->cfg.batch && !self->stopping) {
+            bool any = s_read_one (self, self->be, s_worker_handlers);
+            any |= s_read_one (self, self->fe, s_client_handlers);
+            if (!any)
+                break;
+            n += 2;
+        }
+        //  3-4. deadlines, then hand out ready jobs
+        s_run_timers (self);
+        s_dispatch_all (self);
+        s_send_acks (self);
+        //  5. group commit, before anything of the batch is sent
+        if (self->store) {
+            if (self->next_seq != self->stored_seq) {
+                char seq [32];
+                snprintf (seq, sizeof seq, "%" PRIu64, self->next_seq);
+                if (dq_store_meta_set (self->store, "next_seq", seq))
+                    s_store_fail (self, "recording the id sequence");
+                self->stored_seq = self->next_seq;
+            }
+            if (self->exit_code || dq_store_commit (self->store)) {
+                if (!self->exit_code)
+                    s_store_fail (self, "commit");
+                break;
+            }
+        }
+        //  6. replies, ACKs, JOBs, events
+        s_flush (self);
+        //  7. heartbeats
+        s_heartbeats (self);
+    }
+    if (self->exit_code) {
+        //  Fail-stop: drop the queued replies unsent.
+        for (size_t i = 0; i < self->nout; i++) {
+            free (self->out [i].body);
+            free (self->out [i].topic);
+        }
+        self->nout = 0;
+        dq_log_error ("broker=%s - stopped after a store failure", self->broker_id);
+        return self->exit_code;
+    }
+    dq_log_info ("broker=%s - stopping", self->broker_id);
+    s_flush (self);
+    return 0;
+}
+
+void
+dq_broker_destroy (dq_broker_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dq_broker_t *self = *self_p;
+    if (s_signal_target == self)
+        s_signal_target = NULL;
+    zsock_destroy (&self->frontend);
+    zsock_destroy (&self->backend);
+    zsock_destroy (&self->events);
+    zactor_destroy (&self->auth);
+    for (size_t i = 0; i < self->nout; i++) {
+        free (self->out [i].body);
+        free (self->out [i].topic);
+    }
+    free (self->out);
+    if (self->jobs) {
+        size_t cursor = 0;
+        dq_bjob_t *job;
+        while ((job = dq_idmap_next (self->jobs, &cursor, NULL))) {
+            free (job->node.parents);
+            free (job->node.children);
+            free (job->payload);
+            free (job->output);
+            free (job->error);
+            free (job->name);
+            free (job->content_type);
+            free (job);
+        }
+        dq_idmap_destroy (&self->jobs);
+    }
+    if (self->dags) {
+        size_t cursor = 0;
+        dq_bdag_t *dag;
+        while ((dag = dq_idmap_next (self->dags, &cursor, NULL))) {
+            free (dag->name);
+            free (dag->jobs);
+            free (dag);
+        }
+        dq_idmap_destroy (&self->dags);
+    }
+    zlistx_destroy (&self->key_order);
+    zhashx_destroy (&self->keys);
+    dq_registry_destroy (&self->registry);
+    dq_sched_destroy (&self->sched);
+    dq_dag_destroy (&self->dag);
+    dq_heap_destroy (&self->timers);
+    dq_store_close (&self->store);
+    free (self);
+    *self_p = NULL;
+}

@@ -1,0 +1,1544 @@
+/*  dq_store.c - the broker's durable store: one SQLite database in WAL mode.
+
+    Only this file knows the on-disk format. It does not know about sockets,
+    the broker's in-memory records or the clock: the broker passes plain
+    records (dq_store_job_t ...) and times in milliseconds.
+
+    Files in the data dir:
+
+        <dir>/dagq.db        the database (SQLite 3, journal_mode=WAL)
+        <dir>/dagq.db-wal    its write-ahead log, -shm its WAL index
+        <dir>/LOCK           flock(LOCK_EX) held while a broker has the store
+                             open; holds that broker's pid, for messages
+
+    Store format version 1 (DQ_STORE_FORMAT_VERSION):
+
+        CREATE TABLE meta (
+            key   TEXT PRIMARY KEY,
+            value TEXT                  -- app='dagq', format_version='1',
+        );                              -- and the broker's own keys
+        CREATE TABLE jobs (
+            id           INTEGER PRIMARY KEY,  -- job sequence number
+            type         TEXT NOT NULL,
+            payload      BLOB,          -- NULL = none, X'' = empty
+            content_type TEXT,          -- NULL = none
+            name         TEXT,          -- local name in its DAG, NULL = none
+            key          TEXT,          -- idempotency key, NULL = none
+            priority     INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            attempts     INTEGER NOT NULL,  -- attempts started
+            timeout_ms   INTEGER NOT NULL,  -- 0 = no timeout
+            run_at_ms    INTEGER NOT NULL,  -- not before; 0 = now
+            created_ms   INTEGER NOT NULL,
+            started_ms   INTEGER NOT NULL,  -- last dispatch, 0 = never
+            finished_ms  INTEGER NOT NULL,  -- 0 = not finished
+            state        INTEGER NOT NULL,  -- dq_state_t: 0 waiting, 1 queued,
+                                            -- 2 running, 3 succeeded, 4 failed,
+                                            -- 5 cancelled, 6 skipped
+            output       BLOB,          -- NULL = none, X'' = empty
+            error        TEXT,          -- last error, NULL = none
+            worker       TEXT,          -- last worker, NULL = none
+            dag          INTEGER NOT NULL,  -- dags.id, 0 = none
+            skipped_by   INTEGER NOT NULL   -- jobs.id that caused a skip, 0 = none
+        );
+        CREATE TABLE edges (            -- a job's parents
+            child          INTEGER NOT NULL,  -- jobs.id
+            pos            INTEGER NOT NULL,  -- 0.. in depends_on order
+            parent         INTEGER NOT NULL,  -- jobs.id
+            run_on_failure INTEGER NOT NULL,  -- 0 or 1
+            PRIMARY KEY (child, pos)
+        ) WITHOUT ROWID;
+        CREATE TABLE dags (
+            id         INTEGER PRIMARY KEY,   -- DAG sequence number
+            name       TEXT,
+            key        TEXT,
+            created_ms INTEGER NOT NULL
+        );
+        CREATE TABLE keys (             -- idempotency keys of submissions
+            key        TEXT PRIMARY KEY,
+            first      INTEGER NOT NULL,  -- first job id; jobs first..first+count-1
+            count      INTEGER NOT NULL,
+            dag        INTEGER NOT NULL,  -- dags.id, 0 = none
+            created_ms INTEGER NOT NULL
+        );
+        CREATE INDEX keys_created ON keys (created_ms);
+
+    Unsigned 64-bit values are stored as SQLite's signed INTEGER (bit for
+    bit); job and DAG ids must be <= INT64_MAX so that ORDER BY id is their
+    numeric order.
+
+    Open refuses, without writing to it, a file that is not SQLite, a SQLite
+    database of another program (no meta table but other tables, or meta.app
+    other than 'dagq'), a format version other than 1, or a database that
+    fails PRAGMA quick_check. The checks run on a read-only connection, so a
+    refused file is never modified.
+
+    Changing the format: bump DQ_STORE_FORMAT_VERSION and this comment, add
+    an upgrade step from the previous version in s_schema_create (run inside
+    the schema transaction, keyed on the stored format_version), and keep
+    accepting the old version in s_validate. Never reuse a version number.
+*/
+
+#include "dq_store.h"
+#include "dq_proto.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <sqlite3.h>
+
+#define DQ_STORE_LOCK_FILE "LOCK"
+#define DQ_STORE_DIR_MODE 0750
+#define DQ_STORE_LOCK_MODE 0640
+#define DQ_STORE_APP "dagq"
+//  Tuning: 32 MiB page cache, a checkpoint every ~16 MiB of WAL (4 KiB
+//  pages), the WAL truncated back to 64 MiB after a checkpoint, and up to
+//  5 s of waiting on a lock held by a reader (e.g. an operator's shell).
+#define DQ_STORE_CACHE_KIB 32768
+#define DQ_STORE_WAL_AUTOCHECKPOINT 4000
+#define DQ_STORE_JOURNAL_SIZE_LIMIT (64 * 1024 * 1024)
+#define DQ_STORE_BUSY_TIMEOUT_MS 5000
+#define DQ_STORE_ERROR_MAX 512
+
+//  Statements prepared once at open. Parameters are plain '?', bound in
+//  order by s_binder_t.
+typedef enum {
+    S_BEGIN,
+    S_COMMIT,
+    S_ROLLBACK,
+    S_META_GET,
+    S_META_SET,
+    S_JOB_PUT,
+    S_EDGES_DELETE,
+    S_EDGE_PUT,
+    S_DAG_PUT,
+    S_KEY_PUT,
+    S_JOB_STARTED,
+    S_JOB_RETRY,
+    S_JOB_FINISHED,
+    S_JOB_DELETE,
+    S_DAG_DELETE,
+    S_KEYS_EXPIRE,
+    S_JOB_OUTPUT,
+    S_PAGE_COUNT,
+    S_COUNT_
+} s_stmt_t;
+
+static const char *s_sql [S_COUNT_] = {
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+    [S_META_GET] = "SELECT value FROM meta WHERE key = ?",
+    [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+    [S_JOB_PUT] =
+        "INSERT OR REPLACE INTO jobs (id, type, payload, content_type, name, key,"
+        " priority, max_attempts, attempts, timeout_ms, run_at_ms, created_ms,"
+        " started_ms, finished_ms, state, output, error, worker, dag, skipped_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    [S_EDGES_DELETE] = "DELETE FROM edges WHERE child = ?",
+    [S_EDGE_PUT] =
+        "INSERT INTO edges (child, pos, parent, run_on_failure) VALUES (?, ?, ?, ?)",
+    [S_DAG_PUT] =
+        "INSERT OR REPLACE INTO dags (id, name, key, created_ms) VALUES (?, ?, ?, ?)",
+    [S_KEY_PUT] =
+        "INSERT OR REPLACE INTO keys (key, first, count, dag, created_ms)"
+        " VALUES (?, ?, ?, ?, ?)",
+    [S_JOB_STARTED] =
+        "UPDATE jobs SET state = ?, attempts = ?, started_ms = ?, worker = ?"
+        " WHERE id = ?",
+    [S_JOB_RETRY] =
+        "UPDATE jobs SET state = ?, attempts = ?, run_at_ms = ?, error = ?"
+        " WHERE id = ?",
+    [S_JOB_FINISHED] =
+        "UPDATE jobs SET state = ?, attempts = ?, finished_ms = ?, output = ?,"
+        " error = ?, skipped_by = ? WHERE id = ?",
+    [S_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?",
+    [S_DAG_DELETE] = "DELETE FROM dags WHERE id = ?",
+    [S_KEYS_EXPIRE] = "DELETE FROM keys WHERE created_ms < ?",
+    [S_JOB_OUTPUT] = "SELECT output, error FROM jobs WHERE id = ?",
+    [S_PAGE_COUNT] = "PRAGMA page_count",
+};
+
+//  The schema of format version 1; IF NOT EXISTS so it also runs on an
+//  existing store (it then changes nothing).
+static const char *s_schema_sql =
+    "CREATE TABLE IF NOT EXISTS meta ("
+    "  key TEXT PRIMARY KEY, value TEXT);"
+    "CREATE TABLE IF NOT EXISTS jobs ("
+    "  id INTEGER PRIMARY KEY, type TEXT NOT NULL, payload BLOB,"
+    "  content_type TEXT, name TEXT, key TEXT, priority INTEGER NOT NULL,"
+    "  max_attempts INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+    "  timeout_ms INTEGER NOT NULL, run_at_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL, state INTEGER NOT NULL, output BLOB,"
+    "  error TEXT, worker TEXT, dag INTEGER NOT NULL,"
+    "  skipped_by INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS edges ("
+    "  child INTEGER NOT NULL, pos INTEGER NOT NULL, parent INTEGER NOT NULL,"
+    "  run_on_failure INTEGER NOT NULL, PRIMARY KEY (child, pos)) WITHOUT ROWID;"
+    "CREATE TABLE IF NOT EXISTS dags ("
+    "  id INTEGER PRIMARY KEY, name TEXT, key TEXT, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS keys ("
+    "  key TEXT PRIMARY KEY, first INTEGER NOT NULL, count INTEGER NOT NULL,"
+    "  dag INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS keys_created ON keys (created_ms);";
+
+struct _dq_store_t {
+    sqlite3 *db;                 //  the read-write connection
+    sqlite3_stmt *stmt [S_COUNT_];  //  prepared at open, finalized at close
+    char *dir;                   //  data dir, as given
+    char *path;                  //  <dir>/dagq.db
+    char *wal_path;              //  <dir>/dagq.db-wal
+    int lock_fd;                 //  <dir>/LOCK, flock'ed; -1 if none
+    uint64_t page_size;          //  fixed once the database is in WAL mode
+    bool failed;                 //  a write or commit failed: fail-stop
+    char error [DQ_STORE_ERROR_MAX];  //  last error, "" if none
+};
+
+//  An empty byte, so a zero-length BLOB loads as (non-NULL, 0), unlike NULL.
+static const unsigned char s_empty_blob [1] = { 0 };
+
+
+//  --------------------------------------------------------------------------
+//  Small helpers
+
+static void
+s_format (char *buf, size_t size, const char *fmt, ...)
+    __attribute__ ((format (printf, 3, 4)));
+
+static void
+s_format (char *buf, size_t size, const char *fmt, ...)
+{
+    if (!buf || size == 0)
+        return;
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (buf, size, fmt, args);
+    va_end (args);
+}
+
+static void
+s_set_error (dq_store_t *self, const char *fmt, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+static void
+s_set_error (dq_store_t *self, const char *fmt, ...)
+{
+    va_list args;
+    va_start (args, fmt);
+    vsnprintf (self->error, sizeof self->error, fmt, args);
+    va_end (args);
+}
+
+static char *
+s_concat (const char *a, const char *b)
+{
+    size_t alen = strlen (a), blen = strlen (b);
+    char *s = malloc (alen + blen + 1);
+    if (!s)
+        return NULL;
+    memcpy (s, a, alen);
+    memcpy (s + alen, b, blen + 1);
+    return s;
+}
+
+//  Binds parameters in order, remembering the first error, so a statement
+//  with twenty parameters reads as twenty lines. Pointers are bound
+//  SQLITE_STATIC: every statement is reset and its bindings cleared before
+//  the write function returns, while the caller's memory is still valid.
+typedef struct {
+    sqlite3_stmt *stmt;
+    int index;                   //  last parameter bound, 1-based
+    int rc;                      //  first error, SQLITE_OK if none
+} s_binder_t;
+
+static void
+s_bind_u64 (s_binder_t *b, uint64_t value)
+{
+    ++b->index;
+    if (b->rc == SQLITE_OK)
+        b->rc = sqlite3_bind_int64 (b->stmt, b->index, (sqlite3_int64) value);
+}
+
+static void
+s_bind_i64 (s_binder_t *b, int64_t value)
+{
+    ++b->index;
+    if (b->rc == SQLITE_OK)
+        b->rc = sqlite3_bind_int64 (b->stmt, b->index, (sqlite3_int64) value);
+}
+
+static void
+s_bind_text (s_binder_t *b, const char *text)
+{
+    ++b->index;
+    if (b->rc != SQLITE_OK)
+        return;
+    if (text)
+        b->rc = sqlite3_bind_text (b->stmt, b->index, text, -1, SQLITE_STATIC);
+    else
+        b->rc = sqlite3_bind_null (b->stmt, b->index);
+}
+
+static void
+s_bind_blob (s_binder_t *b, const void *data, size_t size)
+{
+    ++b->index;
+    if (b->rc != SQLITE_OK)
+        return;
+    if (data)
+        b->rc = sqlite3_bind_blob64 (b->stmt, b->index, data,
+                                     (sqlite3_uint64) size, SQLITE_STATIC);
+    else
+        b->rc = sqlite3_bind_null (b->stmt, b->index);
+}
+
+static s_binder_t
+s_binder (dq_store_t *self, s_stmt_t which)
+{
+    s_binder_t binder = { self->stmt [which], 0, SQLITE_OK };
+    return binder;
+}
+
+//  A column as a borrowed blob: NULL for SQL NULL, s_empty_blob for X''.
+static const void *
+s_column_blob (sqlite3_stmt *stmt, int col, size_t *size)
+{
+    *size = 0;
+    if (sqlite3_column_type (stmt, col) == SQLITE_NULL)
+        return NULL;
+    const void *data = sqlite3_column_blob (stmt, col);
+    int bytes = sqlite3_column_bytes (stmt, col);
+    if (!data || bytes <= 0)
+        return s_empty_blob;
+    *size = (size_t) bytes;
+    return data;
+}
+
+static const char *
+s_column_text (sqlite3_stmt *stmt, int col)
+{
+    if (sqlite3_column_type (stmt, col) == SQLITE_NULL)
+        return NULL;
+    return (const char *) sqlite3_column_text (stmt, col);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Opening: directory, lock, validation, schema
+
+//  mkdir -p, each created level with DQ_STORE_DIR_MODE (less the umask).
+static int
+s_mkdir_p (const char *dir, char *err, size_t err_size)
+{
+    char *tmp = strdup (dir);
+    if (!tmp) {
+        s_format (err, err_size, "out of memory");
+        return -1;
+    }
+    int rc = 0;
+    for (char *p = tmp + 1; *p && rc == 0; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir (tmp, DQ_STORE_DIR_MODE) == -1 && errno != EEXIST) {
+            s_format (err, err_size, "cannot create data dir %s: %s",
+                      tmp, strerror (errno));
+            rc = -1;
+        }
+        *p = '/';
+    }
+    if (rc == 0 && mkdir (tmp, DQ_STORE_DIR_MODE) == -1 && errno != EEXIST) {
+        s_format (err, err_size, "cannot create data dir %s: %s",
+                  dir, strerror (errno));
+        rc = -1;
+    }
+    free (tmp);
+    if (rc == 0) {
+        struct stat st;
+        if (stat (dir, &st) == -1) {
+            s_format (err, err_size, "data dir %s: %s", dir, strerror (errno));
+            rc = -1;
+        }
+        else
+        if (!S_ISDIR (st.st_mode)) {
+            s_format (err, err_size, "data dir %s is not a directory", dir);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
+//  Takes the data dir's LOCK (flock is per open file description, so a
+//  second open in the same process is refused too) and writes our pid into
+//  it. Returns the locked fd, or -1.
+static int
+s_lock (const char *dir, char *err, size_t err_size)
+{
+    char *lock_path = s_concat (dir, "/" DQ_STORE_LOCK_FILE);
+    if (!lock_path) {
+        s_format (err, err_size, "out of memory");
+        return -1;
+    }
+    int fd = open (lock_path, O_RDWR | O_CREAT | O_CLOEXEC, DQ_STORE_LOCK_MODE);
+    if (fd == -1) {
+        s_format (err, err_size, "cannot open lock file %s: %s",
+                  lock_path, strerror (errno));
+        free (lock_path);
+        return -1;
+    }
+    if (flock (fd, LOCK_EX | LOCK_NB) == -1) {
+        int saved = errno;
+        if (saved == EWOULDBLOCK) {
+            //  Best effort: the holder wrote its pid when it took the lock
+            char buf [32] = "";
+            ssize_t n = pread (fd, buf, sizeof buf - 1, 0);
+            char *end = NULL;
+            long pid = n > 0? strtol (buf, &end, 10): 0;
+            if (pid > 0 && end != buf)
+                s_format (err, err_size,
+                          "data dir %s is in use by another broker (pid %ld)",
+                          dir, pid);
+            else
+                s_format (err, err_size,
+                          "data dir %s is in use by another broker (pid unknown)",
+                          dir);
+        }
+        else
+            s_format (err, err_size, "cannot lock %s: %s",
+                      lock_path, strerror (saved));
+        close (fd);
+        free (lock_path);
+        return -1;
+    }
+    char buf [32];
+    int len = snprintf (buf, sizeof buf, "%ld\n", (long) getpid ());
+    if (ftruncate (fd, 0) == -1
+    ||  pwrite (fd, buf, (size_t) len, 0) != (ssize_t) len) {
+        s_format (err, err_size, "cannot write pid to lock file %s: %s",
+                  lock_path, strerror (errno));
+        close (fd);
+        free (lock_path);
+        return -1;
+    }
+    free (lock_path);
+    return fd;
+}
+
+//  Runs a one-row query on a validation connection and copies the first
+//  column into out (or "" for no row). Returns the SQLite result code.
+static int
+s_query_text (sqlite3 *db, const char *sql, const char *param,
+              char *out, size_t out_size, bool *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    *found = false;
+    out [0] = '\0';
+    int rc = sqlite3_prepare_v2 (db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK)
+        return rc;
+    if (param)
+        rc = sqlite3_bind_text (stmt, 1, param, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW) {
+            const char *text = (const char *) sqlite3_column_text (stmt, 0);
+            snprintf (out, out_size, "%s", text? text: "");
+            *found = true;
+            rc = SQLITE_OK;
+        }
+        else
+        if (rc == SQLITE_DONE)
+            rc = SQLITE_OK;
+    }
+    sqlite3_finalize (stmt);
+    return rc;
+}
+
+//  Says, for an error on an existing file, whether it is damage.
+static bool
+s_is_corrupt (int rc)
+{
+    int primary = rc & 0xff;
+    return primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB;
+}
+
+//  Checks an existing, non-empty database file on a read-only connection:
+//  SQLite at all, dagq's and of a format version we read, not corrupt.
+//  Nothing here can write to the file (a hot rollback journal of a foreign
+//  database is reported, not rolled back).
+static int
+s_validate (const char *path, char *err, size_t err_size)
+{
+    sqlite3 *db = NULL;
+    int rc = sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+                              NULL);
+    if (rc != SQLITE_OK) {
+        s_format (err, err_size, "cannot open %s: %s", path,
+                  db? sqlite3_errmsg (db): sqlite3_errstr (rc));
+        sqlite3_close (db);
+        return -1;
+    }
+    sqlite3_extended_result_codes (db, 1);
+    sqlite3_busy_timeout (db, DQ_STORE_BUSY_TIMEOUT_MS);
+
+    int result = -1;
+    char value [256];
+    bool found;
+    //  Any table other than SQLite's own, to tell an empty file from a
+    //  foreign database
+    rc = s_query_text (db,
+        "SELECT name FROM sqlite_master WHERE type = 'table'"
+        " AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name <> 'meta'"
+        " ORDER BY name LIMIT 1", NULL, value, sizeof value, &found);
+    if (rc != SQLITE_OK) {
+        if (s_is_corrupt (rc))
+            s_format (err, err_size,
+                      "%s is not a usable SQLite database (%s); refusing to open it"
+                      " - restore it from a backup or move it away",
+                      path, sqlite3_errmsg (db));
+        else
+        if ((rc & 0xff) == SQLITE_READONLY || (rc & 0xff) == SQLITE_CANTOPEN)
+            s_format (err, err_size,
+                      "cannot read %s (%s); if it has a hot journal, let the"
+                      " program that wrote it recover it first",
+                      path, sqlite3_errmsg (db));
+        else
+            s_format (err, err_size, "cannot read %s: %s", path, sqlite3_errmsg (db));
+        goto done;
+    }
+    char other_table [256];
+    snprintf (other_table, sizeof other_table, "%s", value);
+    bool has_other = found;
+
+    bool has_meta;
+    rc = s_query_text (db,
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+        NULL, value, sizeof value, &has_meta);
+    if (rc != SQLITE_OK) {
+        s_format (err, err_size, "cannot read %s: %s", path, sqlite3_errmsg (db));
+        goto done;
+    }
+    if (!has_meta) {
+        if (has_other) {
+            s_format (err, err_size,
+                      "%s is a SQLite database of another program (it has table"
+                      " '%s' and no dagq meta table); refusing to touch it -"
+                      " point the broker at another data dir",
+                      path, other_table);
+            goto done;
+        }
+        result = 0;             //  an empty database: we create the schema
+        goto done;
+    }
+    rc = s_query_text (db, "SELECT value FROM meta WHERE key = ?", "app",
+                       value, sizeof value, &found);
+    if (rc != SQLITE_OK || !found || strcmp (value, DQ_STORE_APP) != 0) {
+        if (rc == SQLITE_OK && found)
+            s_format (err, err_size,
+                      "%s belongs to another program (meta app='%s', not '%s');"
+                      " refusing to touch it - point the broker at another data dir",
+                      path, value, DQ_STORE_APP);
+        else
+            s_format (err, err_size,
+                      "%s is a SQLite database of another program (its meta table"
+                      " is not dagq's: %s); refusing to touch it - point the"
+                      " broker at another data dir", path,
+                      rc == SQLITE_OK? "no app row": sqlite3_errmsg (db));
+        goto done;
+    }
+    rc = s_query_text (db, "SELECT value FROM meta WHERE key = ?", "format_version",
+                       value, sizeof value, &found);
+    if (rc != SQLITE_OK || !found) {
+        s_format (err, err_size, "%s has no store format version (%s); refusing to"
+                  " open it", path,
+                  rc == SQLITE_OK? "no meta format_version": sqlite3_errmsg (db));
+        goto done;
+    }
+    char *end = NULL;
+    errno = 0;
+    unsigned long long version = strtoull (value, &end, 10);
+    bool numeric = value [0] >= '0' && value [0] <= '9' && *end == '\0' && errno == 0;
+    if (!numeric || version != DQ_STORE_FORMAT_VERSION) {
+        if (numeric && version > DQ_STORE_FORMAT_VERSION)
+            s_format (err, err_size,
+                      "%s has store format version %llu, newer than this broker"
+                      " reads (%d); run a newer dagq-broker", path, version,
+                      DQ_STORE_FORMAT_VERSION);
+        else
+            s_format (err, err_size,
+                      "%s has unknown store format version '%s' (this broker"
+                      " reads %d); refusing to open it", path, value,
+                      DQ_STORE_FORMAT_VERSION);
+        goto done;
+    }
+    //  quick_check reads every page (O(size)) but skips the index/table
+    //  cross-checks of integrity_check; it is what makes "corrupt" a clear
+    //  refusal at start rather than a fail-stop later.
+    sqlite3_stmt *stmt = NULL;
+    rc = sqlite3_prepare_v2 (db, "PRAGMA quick_check(5)", -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        char report [384] = "";
+        size_t used = 0;
+        bool ok = false;
+        int rows = 0;
+        while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+            const char *line = (const char *) sqlite3_column_text (stmt, 0);
+            if (!line)
+                line = "";
+            if (rows++ == 0 && strcmp (line, "ok") == 0)
+                ok = true;
+            if (used < sizeof report - 1) {
+                int n = snprintf (report + used, sizeof report - used, "%s%s",
+                                  used? "; ": "", line);
+                if (n > 0)
+                    used += (size_t) n;
+            }
+        }
+        sqlite3_finalize (stmt);
+        for (char *c = report; *c; c++)
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';       //  one log line
+        if (rc == SQLITE_DONE && ok && rows == 1) {
+            result = 0;
+            goto done;
+        }
+        if (rc == SQLITE_DONE) {
+            s_format (err, err_size, "%s is corrupt (quick_check: %s); refusing to"
+                      " open it - restore it from a backup or move it away",
+                      path, report);
+            goto done;
+        }
+    }
+    if (s_is_corrupt (rc))
+        s_format (err, err_size, "%s is corrupt (quick_check failed: %s); refusing"
+                  " to open it - restore it from a backup or move it away",
+                  path, sqlite3_errmsg (db));
+    else
+        s_format (err, err_size, "cannot check %s (quick_check failed: %s)",
+                  path, sqlite3_errmsg (db));
+done:
+    sqlite3_close (db);
+    return result;
+}
+
+//  s_validate on the store's file. A read-only connection to a WAL-mode
+//  database creates empty -wal and -shm files and leaves them; on refusal
+//  those we created are removed again, so a refused directory is left as
+//  it was. (None existed, so no other program had the database open.)
+static int
+s_validate_file (dq_store_t *self, char *err, size_t err_size)
+{
+    char *shm_path = s_concat (self->path, "-shm");
+    if (!shm_path) {
+        s_format (err, err_size, "out of memory");
+        return -1;
+    }
+    bool had_wal = access (self->wal_path, F_OK) == 0;
+    bool had_shm = access (shm_path, F_OK) == 0;
+    int rc = s_validate (self->path, err, err_size);
+    if (rc != 0) {
+        if (!had_wal)
+            unlink (self->wal_path);
+        if (!had_shm)
+            unlink (shm_path);
+    }
+    free (shm_path);
+    return rc;
+}
+
+//  Runs a pragma that returns one row, copying its value. 0 or -1.
+static int
+s_pragma (dq_store_t *self, const char *sql, char *out, size_t out_size)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2 (self->db, sql, -1, &stmt, NULL);
+    if (rc == SQLITE_OK) {
+        rc = sqlite3_step (stmt);
+        if (rc == SQLITE_ROW) {
+            if (out) {
+                const char *text = (const char *) sqlite3_column_text (stmt, 0);
+                snprintf (out, out_size, "%s", text? text: "");
+            }
+            rc = SQLITE_DONE;
+        }
+    }
+    int result = 0;
+    if (rc != SQLITE_DONE) {
+        s_set_error (self, "%s: %s failed: %s", self->path, sql,
+                     sqlite3_errmsg (self->db));
+        result = -1;
+    }
+    sqlite3_finalize (stmt);
+    return result;
+}
+
+static int
+s_configure (dq_store_t *self, dq_store_sync_t sync)
+{
+    char value [64];
+    if (s_pragma (self, "PRAGMA journal_mode = WAL", value, sizeof value))
+        return -1;
+    if (strcmp (value, "wal") != 0) {
+        s_set_error (self, "%s: cannot switch to WAL mode (journal_mode is '%s')",
+                     self->path, value);
+        return -1;
+    }
+    static const char *sync_sql [] = {
+        [DQ_STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
+        [DQ_STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+        [DQ_STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
+    };
+    char sql [96];
+    if (s_pragma (self, sync_sql [sync], NULL, 0))
+        return -1;
+    snprintf (sql, sizeof sql, "PRAGMA cache_size = -%d", DQ_STORE_CACHE_KIB);
+    if (s_pragma (self, sql, NULL, 0))
+        return -1;
+    snprintf (sql, sizeof sql, "PRAGMA journal_size_limit = %d",
+              DQ_STORE_JOURNAL_SIZE_LIMIT);
+    if (s_pragma (self, sql, NULL, 0))
+        return -1;
+    snprintf (sql, sizeof sql, "PRAGMA wal_autocheckpoint = %d",
+              DQ_STORE_WAL_AUTOCHECKPOINT);
+    if (s_pragma (self, sql, NULL, 0))
+        return -1;
+    if (s_pragma (self, "PRAGMA foreign_keys = OFF", NULL, 0))
+        return -1;
+    return 0;
+}
+
+//  Creates the tables of an empty store, or checks an existing one has
+//  them; one transaction, so a crash leaves either nothing or all of it.
+static int
+s_schema_create (dq_store_t *self)
+{
+    char *errmsg = NULL;
+    if (sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, &errmsg) != SQLITE_OK)
+        goto failed;
+    if (sqlite3_exec (self->db, s_schema_sql, NULL, NULL, &errmsg) != SQLITE_OK)
+        goto rollback;
+    char sql [192];
+    snprintf (sql, sizeof sql,
+              "INSERT OR IGNORE INTO meta (key, value) VALUES"
+              " ('app', '%s'), ('format_version', '%d')",
+              DQ_STORE_APP, DQ_STORE_FORMAT_VERSION);
+    if (sqlite3_exec (self->db, sql, NULL, NULL, &errmsg) != SQLITE_OK)
+        goto rollback;
+    if (sqlite3_exec (self->db, "COMMIT", NULL, NULL, &errmsg) != SQLITE_OK)
+        goto rollback;
+    return 0;
+
+rollback:
+    s_set_error (self, "%s: cannot create the schema: %s", self->path,
+                 errmsg? errmsg: sqlite3_errmsg (self->db));
+    sqlite3_free (errmsg);
+    if (!sqlite3_get_autocommit (self->db))
+        sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
+failed:
+    s_set_error (self, "%s: cannot create the schema: %s", self->path,
+                 errmsg? errmsg: sqlite3_errmsg (self->db));
+    sqlite3_free (errmsg);
+    return -1;
+}
+
+static int
+s_prepare (dq_store_t *self)
+{
+    for (int i = 0; i < S_COUNT_; i++) {
+        int rc = sqlite3_prepare_v3 (self->db, s_sql [i], -1,
+                                     SQLITE_PREPARE_PERSISTENT,
+                                     &self->stmt [i], NULL);
+        if (rc != SQLITE_OK) {
+            s_set_error (self, "%s: cannot prepare '%s': %s (is the schema"
+                         " damaged?)", self->path, s_sql [i],
+                         sqlite3_errmsg (self->db));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Open, close
+
+dq_store_t *
+dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size)
+{
+    s_format (err, err_size, "%s", "");
+    if (!dir || !*dir) {
+        s_format (err, err_size, "no data dir given");
+        return NULL;
+    }
+    if (strlen (dir) > PATH_MAX - 32) {
+        s_format (err, err_size, "data dir name is too long");
+        return NULL;
+    }
+    if ((int) sync < DQ_STORE_SYNC_FULL || (int) sync > DQ_STORE_SYNC_OFF) {
+        s_format (err, err_size, "invalid store sync mode %d", (int) sync);
+        return NULL;
+    }
+    dq_store_t *self = calloc (1, sizeof *self);
+    if (!self) {
+        s_format (err, err_size, "out of memory");
+        return NULL;
+    }
+    self->lock_fd = -1;
+    self->dir = strdup (dir);
+    self->path = s_concat (dir, "/" DQ_STORE_FILE);
+    self->wal_path = s_concat (dir, "/" DQ_STORE_FILE "-wal");
+    if (!self->dir || !self->path || !self->wal_path) {
+        s_format (err, err_size, "out of memory");
+        goto failed;
+    }
+    if (s_mkdir_p (dir, err, err_size))
+        goto failed;
+    self->lock_fd = s_lock (dir, err, err_size);
+    if (self->lock_fd == -1)
+        goto failed;
+
+    //  An existing file is examined before SQLite opens it for writing
+    struct stat st;
+    if (stat (self->path, &st) == 0) {
+        if (!S_ISREG (st.st_mode)) {
+            s_format (err, err_size, "%s is not a regular file", self->path);
+            goto failed;
+        }
+        if (st.st_size > 0) {
+            //  Magic first: SQLite itself would say "file is not a database"
+            //  only later, and we want the operator to hear it plainly.
+            char magic [16];
+            int fd = open (self->path, O_RDONLY | O_CLOEXEC);
+            ssize_t n = fd == -1? -1: pread (fd, magic, sizeof magic, 0);
+            int saved = errno;
+            if (fd != -1)
+                close (fd);
+            if (n == -1) {
+                s_format (err, err_size, "cannot read %s: %s", self->path,
+                          strerror (saved));
+                goto failed;
+            }
+            if (n != (ssize_t) sizeof magic
+            ||  memcmp (magic, "SQLite format 3", sizeof magic) != 0) {
+                s_format (err, err_size,
+                          "%s is not a SQLite database; refusing to touch it -"
+                          " move it away or point the broker at another data dir",
+                          self->path);
+                goto failed;
+            }
+            if (s_validate_file (self, err, err_size))
+                goto failed;
+        }
+    }
+    else
+    if (errno != ENOENT) {
+        s_format (err, err_size, "cannot stat %s: %s", self->path, strerror (errno));
+        goto failed;
+    }
+
+    int rc = sqlite3_open_v2 (self->path, &self->db,
+                              SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
+                              | SQLITE_OPEN_NOMUTEX, NULL);
+    if (rc != SQLITE_OK) {
+        s_format (err, err_size, "cannot open %s: %s", self->path,
+                  self->db? sqlite3_errmsg (self->db): sqlite3_errstr (rc));
+        goto failed;
+    }
+    sqlite3_extended_result_codes (self->db, 1);
+    sqlite3_busy_timeout (self->db, DQ_STORE_BUSY_TIMEOUT_MS);
+    char value [32];
+    if (s_configure (self, sync)
+    ||  s_schema_create (self)
+    ||  s_prepare (self)
+    ||  s_pragma (self, "PRAGMA page_size", value, sizeof value)) {
+        s_format (err, err_size, "%s", self->error);
+        goto failed;
+    }
+    self->page_size = strtoull (value, NULL, 10);
+    return self;
+
+failed:
+    dq_store_close (&self);
+    return NULL;
+}
+
+void
+dq_store_close (dq_store_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dq_store_t *self = *self_p;
+    if (self->db) {
+        //  A failed store's transaction was already rolled back; a healthy
+        //  one's is committed, as the header promises
+        if (!sqlite3_get_autocommit (self->db))
+            sqlite3_exec (self->db, self->failed? "ROLLBACK": "COMMIT",
+                          NULL, NULL, NULL);
+        for (int i = 0; i < S_COUNT_; i++)
+            sqlite3_finalize (self->stmt [i]);
+        //  The last connection to close checkpoints and removes the WAL
+        sqlite3_close (self->db);
+    }
+    //  Unlock only after the database is closed
+    if (self->lock_fd != -1)
+        close (self->lock_fd);
+    free (self->dir);
+    free (self->path);
+    free (self->wal_path);
+    free (self);
+    *self_p = NULL;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Writes
+
+//  A write or commit failed in SQLite: roll back what the open transaction
+//  holds (so no partial batch is ever committed) and refuse later writes.
+static void
+s_fail (dq_store_t *self)
+{
+    self->failed = true;
+    if (!sqlite3_get_autocommit (self->db)) {
+        sqlite3_step (self->stmt [S_ROLLBACK]);
+        sqlite3_reset (self->stmt [S_ROLLBACK]);
+    }
+}
+
+//  Joins the open transaction, opening one if none. 0 or -1.
+static int
+s_write_begin (dq_store_t *self)
+{
+    if (self->failed) {
+        //  Keep the first error: it is the one the operator needs
+        return -1;
+    }
+    if (!sqlite3_get_autocommit (self->db))
+        return 0;
+    sqlite3_stmt *stmt = self->stmt [S_BEGIN];
+    int rc = sqlite3_step (stmt);
+    sqlite3_reset (stmt);
+    if (rc != SQLITE_DONE) {
+        s_set_error (self, "%s: cannot begin a transaction: %s", self->path,
+                     sqlite3_errmsg (self->db));
+        s_fail (self);
+        return -1;
+    }
+    return 0;
+}
+
+//  Steps a bound write statement to completion, then resets it and clears
+//  its bindings (so no borrowed pointer outlives the call). 0 or -1.
+static int
+s_write_run (dq_store_t *self, s_binder_t *b, const char *what)
+{
+    int rc = b->rc;
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (b->stmt);
+    if (rc == SQLITE_ROW)
+        rc = SQLITE_DONE;       //  not expected of a write; harmless
+    if (rc != SQLITE_DONE)
+        s_set_error (self, "%s: %s failed: %s", self->path, what,
+                     b->rc == SQLITE_OK? sqlite3_errmsg (self->db):
+                                         sqlite3_errstr (b->rc));
+    sqlite3_reset (b->stmt);
+    sqlite3_clear_bindings (b->stmt);
+    if (rc != SQLITE_DONE) {
+        s_fail (self);
+        return -1;
+    }
+    return 0;
+}
+
+char *
+dq_store_meta_get (dq_store_t *self, const char *key)
+{
+    if (!self || !key)
+        return NULL;
+    sqlite3_stmt *stmt = self->stmt [S_META_GET];
+    char *value = NULL;
+    int rc = sqlite3_bind_text (stmt, 1, key, -1, SQLITE_STATIC);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        const char *text = s_column_text (stmt, 0);
+        if (text) {
+            value = strdup (text);
+            if (!value)
+                s_set_error (self, "out of memory");
+        }
+    }
+    else
+    if (rc != SQLITE_DONE)
+        s_set_error (self, "%s: reading meta '%s' failed: %s", self->path, key,
+                     sqlite3_errmsg (self->db));
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+    return value;
+}
+
+int
+dq_store_meta_set (dq_store_t *self, const char *key, const char *value)
+{
+    if (!self)
+        return -1;
+    if (!key || !value) {
+        s_set_error (self, "meta_set: key and value are required");
+        return -1;
+    }
+    if (s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_META_SET);
+    s_bind_text (&b, key);
+    s_bind_text (&b, value);
+    return s_write_run (self, &b, "meta_set");
+}
+
+int
+dq_store_put_job (dq_store_t *self, const dq_store_job_t *job)
+{
+    if (!self)
+        return -1;
+    if (!job || !job->type) {
+        s_set_error (self, "put_job: a job with a type is required");
+        return -1;
+    }
+    if (job->id > INT64_MAX) {
+        s_set_error (self, "put_job: job id %" PRIu64 " is out of range", job->id);
+        return -1;
+    }
+    if ((!job->payload && job->payload_size)
+    ||  (!job->output && job->output_size)
+    ||  (!job->parents && job->nparents)) {
+        s_set_error (self, "put_job: job %" PRIu64 " has a size without data",
+                     job->id);
+        return -1;
+    }
+    if (job->state < 0 || job->state >= DQ_STATE_COUNT_) {
+        s_set_error (self, "put_job: job %" PRIu64 " has invalid state %d",
+                     job->id, job->state);
+        return -1;
+    }
+    if (s_write_begin (self))
+        return -1;
+
+    s_binder_t b = s_binder (self, S_JOB_PUT);
+    s_bind_u64 (&b, job->id);
+    s_bind_text (&b, job->type);
+    s_bind_blob (&b, job->payload, job->payload_size);
+    s_bind_text (&b, job->content_type);
+    s_bind_text (&b, job->name);
+    s_bind_text (&b, job->key);
+    s_bind_i64 (&b, job->priority);
+    s_bind_u64 (&b, job->max_attempts);
+    s_bind_u64 (&b, job->attempts);
+    s_bind_u64 (&b, job->timeout_ms);
+    s_bind_u64 (&b, job->run_at_ms);
+    s_bind_u64 (&b, job->created_ms);
+    s_bind_u64 (&b, job->started_ms);
+    s_bind_u64 (&b, job->finished_ms);
+    s_bind_i64 (&b, job->state);
+    s_bind_blob (&b, job->output, job->output_size);
+    s_bind_text (&b, job->error);
+    s_bind_text (&b, job->worker);
+    s_bind_u64 (&b, job->dag);
+    s_bind_u64 (&b, job->skipped_by);
+    if (s_write_run (self, &b, "put_job"))
+        return -1;
+
+    //  A job put again (replaced) must not keep edges it no longer has; for
+    //  a new job this is one index probe
+    b = s_binder (self, S_EDGES_DELETE);
+    s_bind_u64 (&b, job->id);
+    if (s_write_run (self, &b, "put_job (edges)"))
+        return -1;
+    for (uint32_t i = 0; i < job->nparents; i++) {
+        b = s_binder (self, S_EDGE_PUT);
+        s_bind_u64 (&b, job->id);
+        s_bind_u64 (&b, i);
+        s_bind_u64 (&b, job->parents [i]);
+        s_bind_i64 (&b, job->run_on_failure && job->run_on_failure [i]);
+        if (s_write_run (self, &b, "put_job (edge)"))
+            return -1;
+    }
+    return 0;
+}
+
+int
+dq_store_put_dag (dq_store_t *self, const dq_store_dag_t *dag)
+{
+    if (!self)
+        return -1;
+    if (!dag || dag->id > INT64_MAX) {
+        s_set_error (self, "put_dag: a DAG with an id <= INT64_MAX is required");
+        return -1;
+    }
+    if (s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_DAG_PUT);
+    s_bind_u64 (&b, dag->id);
+    s_bind_text (&b, dag->name);
+    s_bind_text (&b, dag->key);
+    s_bind_u64 (&b, dag->created_ms);
+    return s_write_run (self, &b, "put_dag");
+}
+
+int
+dq_store_put_key (dq_store_t *self, const dq_store_key_t *key)
+{
+    if (!self)
+        return -1;
+    if (!key || !key->key) {
+        s_set_error (self, "put_key: a key is required");
+        return -1;
+    }
+    if (s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_KEY_PUT);
+    s_bind_text (&b, key->key);
+    s_bind_u64 (&b, key->first);
+    s_bind_u64 (&b, key->count);
+    s_bind_u64 (&b, key->dag);
+    s_bind_u64 (&b, key->created_ms);
+    return s_write_run (self, &b, "put_key");
+}
+
+//  The updates below change nothing (and succeed) for an id not stored,
+//  e.g. one retention already deleted.
+
+int
+dq_store_set_started (dq_store_t *self, uint64_t id, uint32_t attempts,
+                      uint64_t started_ms, const char *worker)
+{
+    if (!self || s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_JOB_STARTED);
+    s_bind_i64 (&b, DQ_STATE_RUNNING);
+    s_bind_u64 (&b, attempts);
+    s_bind_u64 (&b, started_ms);
+    s_bind_text (&b, worker);
+    s_bind_u64 (&b, id);
+    return s_write_run (self, &b, "set_started");
+}
+
+int
+dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
+                    uint64_t run_at_ms, const char *error)
+{
+    if (!self || s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_JOB_RETRY);
+    s_bind_i64 (&b, DQ_STATE_WAITING);
+    s_bind_u64 (&b, attempts);
+    s_bind_u64 (&b, run_at_ms);
+    s_bind_text (&b, error);
+    s_bind_u64 (&b, id);
+    return s_write_run (self, &b, "set_retry");
+}
+
+int
+dq_store_set_finished (dq_store_t *self, uint64_t id, int state,
+                       uint32_t attempts, uint64_t finished_ms,
+                       const void *output, size_t output_size,
+                       const char *error, uint64_t skipped_by)
+{
+    if (!self)
+        return -1;
+    if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
+        s_set_error (self, "set_finished: job %" PRIu64 ": %d is not a terminal"
+                     " state", id, state);
+        return -1;
+    }
+    if (!output && output_size) {
+        s_set_error (self, "set_finished: job %" PRIu64 ": output size without"
+                     " data", id);
+        return -1;
+    }
+    if (s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_JOB_FINISHED);
+    s_bind_i64 (&b, state);
+    s_bind_u64 (&b, attempts);
+    s_bind_u64 (&b, finished_ms);
+    s_bind_blob (&b, output, output_size);
+    s_bind_text (&b, error);
+    s_bind_u64 (&b, skipped_by);
+    s_bind_u64 (&b, id);
+    return s_write_run (self, &b, "set_finished");
+}
+
+int
+dq_store_delete_job (dq_store_t *self, uint64_t id)
+{
+    if (!self || s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_JOB_DELETE);
+    s_bind_u64 (&b, id);
+    if (s_write_run (self, &b, "delete_job"))
+        return -1;
+    b = s_binder (self, S_EDGES_DELETE);
+    s_bind_u64 (&b, id);
+    return s_write_run (self, &b, "delete_job (edges)");
+}
+
+int
+dq_store_delete_dag (dq_store_t *self, uint64_t dag)
+{
+    if (!self || s_write_begin (self))
+        return -1;
+    s_binder_t b = s_binder (self, S_DAG_DELETE);
+    s_bind_u64 (&b, dag);
+    return s_write_run (self, &b, "delete_dag");
+}
+
+int
+dq_store_expire_keys (dq_store_t *self, uint64_t created_before_ms)
+{
+    if (!self || s_write_begin (self))
+        return -1;
+    if (created_before_ms > INT64_MAX)
+        created_before_ms = INT64_MAX;  //  keep the signed comparison meaningful
+    s_binder_t b = s_binder (self, S_KEYS_EXPIRE);
+    s_bind_u64 (&b, created_before_ms);
+    return s_write_run (self, &b, "expire_keys");
+}
+
+int
+dq_store_commit (dq_store_t *self)
+{
+    if (!self || self->failed)
+        return -1;
+    if (sqlite3_get_autocommit (self->db))
+        return 0;               //  nothing open
+    sqlite3_stmt *stmt = self->stmt [S_COMMIT];
+    int rc = sqlite3_step (stmt);
+    sqlite3_reset (stmt);
+    if (rc != SQLITE_DONE) {
+        s_set_error (self, "%s: commit failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+        s_fail (self);
+        return -1;
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Reads
+
+//  Prepares a load query; the caller finalizes. 0 or -1.
+static int
+s_load_prepare (dq_store_t *self, const char *sql, sqlite3_stmt **stmt)
+{
+    if (sqlite3_prepare_v2 (self->db, sql, -1, stmt, NULL) != SQLITE_OK) {
+        s_set_error (self, "%s: load: %s", self->path, sqlite3_errmsg (self->db));
+        return -1;
+    }
+    return 0;
+}
+
+static int
+s_load_keys (dq_store_t *self, const dq_store_loader_t *loader)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (s_load_prepare (self, "SELECT key, first, count, dag, created_ms FROM keys",
+                        &stmt))
+        return -1;
+    int rc;
+    int result = 0;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        dq_store_key_t key = {
+            .key = s_column_text (stmt, 0),
+            .first = (uint64_t) sqlite3_column_int64 (stmt, 1),
+            .count = (uint32_t) sqlite3_column_int64 (stmt, 2),
+            .dag = (uint64_t) sqlite3_column_int64 (stmt, 3),
+            .created_ms = (uint64_t) sqlite3_column_int64 (stmt, 4)
+        };
+        if (!key.key)
+            continue;           //  a NULL key cannot be looked up: skip it
+        if (loader->on_key (loader->arg, &key)) {
+            s_set_error (self, "load stopped by the loader at key '%s'", key.key);
+            result = -1;
+            break;
+        }
+    }
+    if (result == 0 && rc != SQLITE_DONE) {
+        s_set_error (self, "%s: loading keys failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+        result = -1;
+    }
+    sqlite3_finalize (stmt);
+    return result;
+}
+
+static int
+s_load_dags (dq_store_t *self, const dq_store_loader_t *loader)
+{
+    sqlite3_stmt *stmt = NULL;
+    if (s_load_prepare (self, "SELECT id, name, key, created_ms FROM dags ORDER BY id",
+                        &stmt))
+        return -1;
+    int rc;
+    int result = 0;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        dq_store_dag_t dag = {
+            .id = (uint64_t) sqlite3_column_int64 (stmt, 0),
+            .name = s_column_text (stmt, 1),
+            .key = s_column_text (stmt, 2),
+            .created_ms = (uint64_t) sqlite3_column_int64 (stmt, 3)
+        };
+        if (loader->on_dag (loader->arg, &dag)) {
+            s_set_error (self, "load stopped by the loader at DAG %" PRIu64, dag.id);
+            result = -1;
+            break;
+        }
+    }
+    if (result == 0 && rc != SQLITE_DONE) {
+        s_set_error (self, "%s: loading DAGs failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+        result = -1;
+    }
+    sqlite3_finalize (stmt);
+    return result;
+}
+
+//  Jobs and their edges come from two cursors walked in step (both in id
+//  order), so loading costs two table scans, not a query per job.
+static int
+s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
+{
+    sqlite3_stmt *jobs = NULL, *edges = NULL;
+    uint64_t *parents = NULL;
+    bool *run_on_failure = NULL;
+    size_t capacity = 0;
+    int result = -1;
+
+    if (s_load_prepare (self,
+            "SELECT id, type, payload, content_type, name, key, priority,"
+            " max_attempts, attempts, timeout_ms, run_at_ms, created_ms,"
+            " started_ms, finished_ms, state, output, error, worker, dag,"
+            " skipped_by FROM jobs ORDER BY id", &jobs)
+    ||  s_load_prepare (self,
+            "SELECT child, parent, run_on_failure FROM edges ORDER BY child, pos",
+            &edges))
+        goto done;
+
+    int edge_rc = sqlite3_step (edges);
+    int rc;
+    while ((rc = sqlite3_step (jobs)) == SQLITE_ROW) {
+        sqlite3_int64 id = sqlite3_column_int64 (jobs, 0);
+        uint32_t nparents = 0;
+        //  Edges of a child that is not stored (deleted by hand) are skipped
+        while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) < id)
+            edge_rc = sqlite3_step (edges);
+        while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) == id) {
+            if (nparents == capacity) {
+                size_t grown = capacity? capacity * 2: 64;
+                uint64_t *p = realloc (parents, grown * sizeof *p);
+                if (p)
+                    parents = p;
+                bool *r = p? realloc (run_on_failure, grown * sizeof *r): NULL;
+                if (!p || !r) {
+                    s_set_error (self, "load: out of memory");
+                    goto done;
+                }
+                run_on_failure = r;
+                capacity = grown;
+            }
+            parents [nparents] = (uint64_t) sqlite3_column_int64 (edges, 1);
+            run_on_failure [nparents] = sqlite3_column_int64 (edges, 2) != 0;
+            nparents++;
+            edge_rc = sqlite3_step (edges);
+        }
+        if (edge_rc != SQLITE_ROW && edge_rc != SQLITE_DONE) {
+            s_set_error (self, "%s: loading edges failed: %s", self->path,
+                         sqlite3_errmsg (self->db));
+            goto done;
+        }
+        dq_store_job_t job = {
+            .id = (uint64_t) id,
+            .type = s_column_text (jobs, 1),
+            .content_type = s_column_text (jobs, 3),
+            .name = s_column_text (jobs, 4),
+            .key = s_column_text (jobs, 5),
+            .priority = (int32_t) sqlite3_column_int64 (jobs, 6),
+            .max_attempts = (uint32_t) sqlite3_column_int64 (jobs, 7),
+            .attempts = (uint32_t) sqlite3_column_int64 (jobs, 8),
+            .timeout_ms = (uint32_t) sqlite3_column_int64 (jobs, 9),
+            .run_at_ms = (uint64_t) sqlite3_column_int64 (jobs, 10),
+            .created_ms = (uint64_t) sqlite3_column_int64 (jobs, 11),
+            .started_ms = (uint64_t) sqlite3_column_int64 (jobs, 12),
+            .finished_ms = (uint64_t) sqlite3_column_int64 (jobs, 13),
+            .state = (int) sqlite3_column_int64 (jobs, 14),
+            .error = s_column_text (jobs, 16),
+            .worker = s_column_text (jobs, 17),
+            .dag = (uint64_t) sqlite3_column_int64 (jobs, 18),
+            .skipped_by = (uint64_t) sqlite3_column_int64 (jobs, 19),
+            .parents = nparents? parents: NULL,
+            .run_on_failure = nparents? run_on_failure: NULL,
+            .nparents = nparents
+        };
+        job.payload = s_column_blob (jobs, 2, &job.payload_size);
+        job.output = s_column_blob (jobs, 15, &job.output_size);
+        //  The file is input: a row the broker could not have written is
+        //  reported, not passed on
+        int64_t state = sqlite3_column_int64 (jobs, 14);
+        if (!job.type || state < 0 || state >= DQ_STATE_COUNT_) {
+            s_set_error (self, "%s: job %" PRIu64 " is damaged (%s)", self->path,
+                         job.id, job.type? "invalid state": "no type");
+            goto done;
+        }
+        if (loader->on_job (loader->arg, &job)) {
+            s_set_error (self, "load stopped by the loader at job %" PRIu64, job.id);
+            goto done;
+        }
+    }
+    if (rc != SQLITE_DONE) {
+        s_set_error (self, "%s: loading jobs failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+        goto done;
+    }
+    result = 0;
+done:
+    sqlite3_finalize (jobs);
+    sqlite3_finalize (edges);
+    free (parents);
+    free (run_on_failure);
+    return result;
+}
+
+int
+dq_store_load (dq_store_t *self, const dq_store_loader_t *loader)
+{
+    if (!self)
+        return -1;
+    if (!loader) {
+        s_set_error (self, "load: a loader is required");
+        return -1;
+    }
+    if (loader->on_key && s_load_keys (self, loader))
+        return -1;
+    if (loader->on_dag && s_load_dags (self, loader))
+        return -1;
+    if (loader->on_job && s_load_jobs (self, loader))
+        return -1;
+    return 0;
+}
+
+int
+dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
+                     size_t *output_size, char **error)
+{
+    if (output)
+        *output = NULL;
+    if (output_size)
+        *output_size = 0;
+    if (error)
+        *error = NULL;
+    if (!self)
+        return -1;
+    if (!output != !output_size) {
+        s_set_error (self, "get_output: output and output_size go together");
+        return -1;
+    }
+    sqlite3_stmt *stmt = self->stmt [S_JOB_OUTPUT];
+    int result = -1;
+    int rc = sqlite3_bind_int64 (stmt, 1, (sqlite3_int64) id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        size_t size;
+        const void *data = s_column_blob (stmt, 0, &size);
+        const char *text = s_column_text (stmt, 1);
+        void *copy = NULL;
+        char *error_copy = NULL;
+        bool ok = true;
+        if (output && data) {
+            copy = malloc (size? size: 1);     //  X'' comes back non-NULL
+            if (copy)
+                memcpy (copy, data, size);
+            else
+                ok = false;
+        }
+        if (error && text) {
+            error_copy = strdup (text);
+            if (!error_copy)
+                ok = false;
+        }
+        if (ok) {
+            if (output) {
+                *output = copy;
+                *output_size = size;
+            }
+            if (error)
+                *error = error_copy;
+            result = 0;
+        }
+        else {
+            free (copy);
+            free (error_copy);
+            s_set_error (self, "get_output: out of memory");
+        }
+    }
+    else
+    if (rc == SQLITE_DONE)
+        s_set_error (self, "get_output: job %" PRIu64 " is not stored", id);
+    else
+        s_set_error (self, "%s: get_output of job %" PRIu64 " failed: %s",
+                     self->path, id, sqlite3_errmsg (self->db));
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+    return result;
+}
+
+uint64_t
+dq_store_size (dq_store_t *self)
+{
+    if (!self)
+        return 0;
+    uint64_t size = 0;
+    sqlite3_stmt *stmt = self->stmt [S_PAGE_COUNT];
+    if (sqlite3_step (stmt) == SQLITE_ROW)
+        size = (uint64_t) sqlite3_column_int64 (stmt, 0) * self->page_size;
+    sqlite3_reset (stmt);
+    struct stat st;
+    if (stat (self->wal_path, &st) == 0 && st.st_size > 0)
+        size += (uint64_t) st.st_size;
+    return size;
+}
+
+uint64_t
+dq_store_disk_free (dq_store_t *self)
+{
+    if (!self)
+        return 0;
+    struct statvfs fs;
+    if (statvfs (self->dir, &fs) == -1)
+        return 0;
+    return (uint64_t) fs.f_bavail * (uint64_t) fs.f_frsize;
+}
+
+const char *
+dq_store_path (dq_store_t *self)
+{
+    return self? self->path: NULL;
+}
+
+const char *
+dq_store_error (dq_store_t *self)
+{
+    return self? self->error: "no store";
+}

@@ -1,0 +1,167 @@
+/*  dq_store.h - the broker's durable store: SQLite in WAL mode.
+
+    One database file, <data-dir>/dagq.db, that an operator can open
+    read-only with the sqlite3 shell while the broker runs. The data dir is
+    locked (flock on <data-dir>/LOCK) so two brokers cannot share it. The
+    schema and its format version are documented at the top of dq_store.c
+    and in docs/operations.md.
+
+    Writes are grouped: the first write after a commit opens a transaction
+    (BEGIN IMMEDIATE), dq_store_commit ends it. The broker commits once per
+    batch of messages, before it sends that batch's replies (group commit).
+    A write or commit that fails returns -1; the broker treats that as
+    fail-stop. Nothing here knows about sockets or the broker's records.
+*/
+#ifndef DQ_STORE_H_INCLUDED
+#define DQ_STORE_H_INCLUDED
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define DQ_STORE_FORMAT_VERSION 1
+#define DQ_STORE_FILE "dagq.db"
+
+typedef enum {
+    DQ_STORE_SYNC_FULL = 0,  //  fsync at every commit: nothing acked is lost
+    DQ_STORE_SYNC_NORMAL,    //  WAL synchronous=NORMAL: power loss may lose
+                             //  the last commits, a process crash loses none
+    DQ_STORE_SYNC_OFF        //  no fsync: an OS crash may lose recent commits
+} dq_store_sync_t;
+
+//  One job as stored. Pointers are borrowed (in dq_store_load callbacks,
+//  valid only during the callback).
+typedef struct {
+    uint64_t id;             //  the job's sequence number
+    const char *type;
+    const void *payload;
+    size_t payload_size;
+    const char *content_type;  //  or NULL
+    const char *name;        //  local name in its DAG, or NULL
+    const char *key;         //  idempotency key, or NULL
+    int32_t priority;
+    uint32_t max_attempts;
+    uint32_t attempts;       //  attempts started
+    uint32_t timeout_ms;
+    uint64_t run_at_ms;      //  not before (delay, retry backoff); 0 = now
+    uint64_t created_ms, started_ms, finished_ms;
+    int state;               //  dq_state_t
+    const void *output;
+    size_t output_size;
+    const char *error;       //  or NULL
+    const char *worker;      //  last worker, or NULL
+    uint64_t dag;            //  DAG sequence number, 0 = none
+    uint64_t skipped_by;     //  job that caused a skip, 0 = none
+    const uint64_t *parents; //  in depends_on order
+    const bool *run_on_failure;  //  per parent
+    uint32_t nparents;
+} dq_store_job_t;
+
+typedef struct {
+    uint64_t id;
+    const char *name;        //  or NULL
+    const char *key;         //  or NULL
+    uint64_t created_ms;
+} dq_store_dag_t;
+
+//  An idempotency key of a submission: it created jobs first..first+count-1
+//  (ids are allocated consecutively) and maybe DAG dag.
+typedef struct {
+    const char *key;
+    uint64_t first;
+    uint32_t count;
+    uint64_t dag;            //  0 = none
+    uint64_t created_ms;
+} dq_store_key_t;
+
+typedef struct {
+    //  Called in id order, so a job's parents come before it. Return 0 to go
+    //  on, -1 to stop the load (dq_store_load then returns -1).
+    int (*on_job) (void *arg, const dq_store_job_t *job);
+    int (*on_dag) (void *arg, const dq_store_dag_t *dag);
+    int (*on_key) (void *arg, const dq_store_key_t *key);
+    void *arg;
+} dq_store_loader_t;
+
+typedef struct _dq_store_t dq_store_t;
+
+//  Open (creating if needed) the store in dir. Refuses, with a message in err
+//  an operator can act on, when: the dir is locked by another process; the
+//  file is not a SQLite database or is one of another program; its format
+//  version is unknown; the database is corrupt (integrity check of the
+//  header pages). Returns NULL on failure.
+dq_store_t *
+    dq_store_open (const char *dir, dq_store_sync_t sync,
+                   char *err, size_t err_size);
+
+//  Commit anything open, close, unlock. NULL-safe.
+void
+    dq_store_close (dq_store_t **self_p);
+
+//  Persistent key/value metadata (broker_id, next_seq, ...). get returns a
+//  new string (caller frees) or NULL.
+char *
+    dq_store_meta_get (dq_store_t *self, const char *key);
+int
+    dq_store_meta_set (dq_store_t *self, const char *key, const char *value);
+
+//  Writes; each joins the open transaction (opening one if none).
+int
+    dq_store_put_job (dq_store_t *self, const dq_store_job_t *job);
+int
+    dq_store_put_dag (dq_store_t *self, const dq_store_dag_t *dag);
+int
+    dq_store_put_key (dq_store_t *self, const dq_store_key_t *key);
+//  A dispatch: attempts counted, started time, worker.
+int
+    dq_store_set_started (dq_store_t *self, uint64_t id, uint32_t attempts,
+                          uint64_t started_ms, const char *worker);
+//  Back to waiting for a retry at run_at_ms, with the last error.
+int
+    dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
+                        uint64_t run_at_ms, const char *error);
+//  A terminal state, with output and error (either may be NULL).
+int
+    dq_store_set_finished (dq_store_t *self, uint64_t id, int state,
+                           uint32_t attempts, uint64_t finished_ms,
+                           const void *output, size_t output_size,
+                           const char *error, uint64_t skipped_by);
+//  Retention: delete a job (and its edges), a DAG, keys created before t.
+int
+    dq_store_delete_job (dq_store_t *self, uint64_t id);
+int
+    dq_store_delete_dag (dq_store_t *self, uint64_t dag);
+int
+    dq_store_expire_keys (dq_store_t *self, uint64_t created_before_ms);
+
+//  Commit the open transaction, if any. 0, or -1 (fail-stop).
+int
+    dq_store_commit (dq_store_t *self);
+
+//  Replay everything stored: keys, DAGs, then jobs in id order.
+int
+    dq_store_load (dq_store_t *self, const dq_store_loader_t *loader);
+
+//  A job's output and error, read back from disk (for results of jobs
+//  whose output the broker dropped from memory). *output is malloc'd.
+int
+    dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
+                         size_t *output_size, char **error);
+
+//  Bytes used by the database (and WAL), and bytes free on its file system.
+uint64_t
+    dq_store_size (dq_store_t *self);
+uint64_t
+    dq_store_disk_free (dq_store_t *self);
+
+const char *
+    dq_store_path (dq_store_t *self);
+
+//  The text of the last error (a refused write, a failed write, commit,
+//  read or load), "" if none; borrowed, valid until the next call. After a
+//  SQLite error in a write or commit the open transaction is rolled back
+//  and every later write and commit returns -1 (fail-stop): close and reopen.
+const char *
+    dq_store_error (dq_store_t *self);
+
+#endif

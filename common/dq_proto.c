@@ -1,0 +1,1354 @@
+/*  dq_proto.c - the wire codec. The only file that includes <msgpack.h>.
+
+    Encoding packs a dq_msg_t into a msgpack map, omitting fields that are
+    zero or NULL (absent means zero on decode, see docs/protocol.md).
+
+    Decoding never trusts its input. Before msgpack-c sees a body, s_walk
+    checks its structure without allocating: nesting depth, and that every
+    declared length fits in the bytes that remain, so a frame that declares
+    an array of four billion elements costs nothing. Then msgpack-c unpacks
+    into a zone (strings and binaries point into the body, which the message
+    keeps), and the map is read field by field with type and size checks.
+*/
+#include "dq_proto.h"
+
+#include <errno.h>
+#include <msgpack.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#define DQ_WALK_DEPTH_MAX 16
+
+static const char *s_cmd_names [DQ_CMD_COUNT_] = {
+    [DQ_CMD_NONE] = "NONE",
+    [DQ_CMD_SUBMIT] = "SUBMIT", [DQ_CMD_SUBMITTED] = "SUBMITTED",
+    [DQ_CMD_STATUS] = "STATUS", [DQ_CMD_JOBS] = "JOBS",
+    [DQ_CMD_RESULT] = "RESULT", [DQ_CMD_OUTPUT] = "OUTPUT",
+    [DQ_CMD_CANCEL] = "CANCEL", [DQ_CMD_CANCELLED] = "CANCELLED",
+    [DQ_CMD_STATS] = "STATS", [DQ_CMD_STATS_REPLY] = "STATS_REPLY",
+    [DQ_CMD_DAG] = "DAG", [DQ_CMD_DAG_INFO] = "DAG_INFO",
+    [DQ_CMD_ERROR] = "ERROR",
+    [DQ_CMD_READY] = "READY", [DQ_CMD_WELCOME] = "WELCOME",
+    [DQ_CMD_HEARTBEAT] = "HEARTBEAT",
+    [DQ_CMD_DONE] = "DONE", [DQ_CMD_ACK] = "ACK",
+    [DQ_CMD_JOB] = "JOB", [DQ_CMD_ABANDON] = "ABANDON",
+    [DQ_CMD_REREGISTER] = "REREGISTER", [DQ_CMD_BYE] = "BYE",
+};
+
+static const char *s_err_names [DQ_ERR_COUNT_] = {
+    "ok", "invalid", "not_found", "busy", "cycle", "too_big", "internal",
+    "unavailable", "not_finished", "protocol", "unknown_worker", "store_full",
+};
+
+static const char *s_state_names [DQ_STATE_COUNT_] = {
+    "waiting", "queued", "running", "succeeded", "failed", "cancelled",
+    "skipped",
+};
+
+const char *
+dq_err_str (int code)
+{
+    if (code < 0 || code >= DQ_ERR_COUNT_)
+        return "unknown";
+    return s_err_names [code];
+}
+
+const char *
+dq_cmd_str (dq_cmd_t cmd)
+{
+    if ((int) cmd < 0 || cmd >= DQ_CMD_COUNT_)
+        return "UNKNOWN";
+    return s_cmd_names [cmd];
+}
+
+const char *
+dq_state_str (int state)
+{
+    if (state < 0 || state >= DQ_STATE_COUNT_)
+        return "unknown";
+    return s_state_names [state];
+}
+
+int
+dq_state_parse (const char *name)
+{
+    for (int i = 0; name && i < DQ_STATE_COUNT_; i++)
+        if (strcmp (name, s_state_names [i]) == 0)
+            return i;
+    return -1;
+}
+
+bool
+dq_state_is_terminal (int state)
+{
+    return state >= DQ_STATE_SUCCEEDED && state < DQ_STATE_COUNT_;
+}
+
+void
+dq_msg_init (dq_msg_t *self, dq_cmd_t cmd)
+{
+    memset (self, 0, sizeof *self);
+    self->cmd = cmd;
+}
+
+//  ---------------------------------------------------------------------------
+//  Encoding
+
+static void
+s_key (msgpack_packer *pk, const char *key)
+{
+    size_t len = strlen (key);
+    msgpack_pack_str (pk, len);
+    msgpack_pack_str_body (pk, key, len);
+}
+
+static void
+s_str (msgpack_packer *pk, const char *s)
+{
+    size_t len = strlen (s);
+    msgpack_pack_str (pk, len);
+    msgpack_pack_str_body (pk, s, len);
+}
+
+//  A map writer that counts entries first: each record is emitted twice,
+//  once with pk == NULL to count, once for real.
+typedef struct {
+    msgpack_packer *pk;
+    uint32_t n;
+    bool too_big;
+} s_w_t;
+
+static bool
+s_w_field (s_w_t *w, const char *key)
+{
+    w->n++;
+    if (w->pk)
+        s_key (w->pk, key);
+    return w->pk != NULL;
+}
+
+static void
+s_w_u64 (s_w_t *w, const char *key, uint64_t v)
+{
+    if (v && s_w_field (w, key))
+        msgpack_pack_uint64 (w->pk, v);
+}
+
+static void
+s_w_i64 (s_w_t *w, const char *key, int64_t v)
+{
+    if (v && s_w_field (w, key))
+        msgpack_pack_int64 (w->pk, v);
+}
+
+static void
+s_w_bool (s_w_t *w, const char *key, bool v)
+{
+    if (v && s_w_field (w, key))
+        msgpack_pack_true (w->pk);
+}
+
+static void
+s_w_str (s_w_t *w, const char *key, const char *v)
+{
+    if (!v)
+        return;
+    if (strlen (v) > DQ_PROTO_STR_MAX)
+        w->too_big = true;
+    if (s_w_field (w, key))
+        s_str (w->pk, v);
+}
+
+static void
+s_w_bin (s_w_t *w, const char *key, const void *v, size_t size)
+{
+    if (!v && !size)
+        return;
+    if (size > DQ_PROTO_PAYLOAD_MAX)
+        w->too_big = true;
+    if (s_w_field (w, key)) {
+        msgpack_pack_bin (w->pk, size);
+        msgpack_pack_bin_body (w->pk, v, size);
+    }
+}
+
+static void
+s_w_strs (s_w_t *w, const char *key, const char **v, uint32_t n)
+{
+    if (!n)
+        return;
+    if (n > DQ_PROTO_ARRAY_MAX)
+        w->too_big = true;
+    if (s_w_field (w, key)) {
+        msgpack_pack_array (w->pk, n);
+        for (uint32_t i = 0; i < n; i++) {
+            if (v [i] && strlen (v [i]) > DQ_PROTO_STR_MAX)
+                w->too_big = true;
+            s_str (w->pk, v [i]? v [i]: "");
+        }
+    }
+}
+
+//  Emit a nested map built by fn(w, item) twice: count, then pack.
+typedef void (s_emit_fn) (s_w_t *w, const void *item);
+
+static void
+s_pack_map (msgpack_packer *pk, s_emit_fn *fn, const void *item, bool *too_big)
+{
+    s_w_t count = { NULL, 0, false };
+    fn (&count, item);
+    msgpack_pack_map (pk, count.n);
+    s_w_t real = { pk, 0, false };
+    fn (&real, item);
+    if (count.too_big || real.too_big)
+        *too_big = true;
+}
+
+static void
+s_w_array (s_w_t *w, const char *key, s_emit_fn *fn, const void *items,
+           size_t item_size, uint32_t n)
+{
+    if (!n)
+        return;
+    if (n > DQ_PROTO_ARRAY_MAX)
+        w->too_big = true;
+    if (s_w_field (w, key)) {
+        msgpack_pack_array (w->pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            s_pack_map (w->pk, fn, (const char *) items + i * item_size,
+                        &w->too_big);
+    }
+}
+
+static void
+s_emit_dep (s_w_t *w, const void *item)
+{
+    const dq_dep_t *d = item;
+    //  idx 0 is meaningful, so "idx" is sent whenever the dep is local.
+    if (d->idx >= 0 && s_w_field (w, "idx"))
+        msgpack_pack_int32 (w->pk, d->idx);
+    s_w_str (w, "id", d->id);
+    s_w_bool (w, "run_on_failure", d->run_on_failure);
+}
+
+static void
+s_emit_jobspec (s_w_t *w, const void *item)
+{
+    const dq_jobspec_t *j = item;
+    s_w_str (w, "type", j->type);
+    s_w_bin (w, "payload", j->payload, j->payload_size);
+    s_w_str (w, "content_type", j->content_type);
+    s_w_str (w, "name", j->name);
+    s_w_str (w, "key", j->key);
+    s_w_i64 (w, "priority", j->priority);
+    s_w_u64 (w, "attempts", j->attempts);
+    s_w_u64 (w, "timeout_ms", j->timeout_ms);
+    s_w_u64 (w, "delay_ms", j->delay_ms);
+    if (j->ndeps > DQ_PROTO_DEPS_MAX)
+        w->too_big = true;
+    s_w_array (w, "deps", s_emit_dep, j->deps, sizeof (dq_dep_t), j->ndeps);
+}
+
+static void
+s_emit_parent (s_w_t *w, const void *item)
+{
+    const dq_parent_t *p = item;
+    s_w_str (w, "id", p->id);
+    s_w_str (w, "name", p->name);
+    s_w_bin (w, "output", p->output, p->output_size);
+}
+
+static void
+s_emit_jobinfo (s_w_t *w, const void *item)
+{
+    const dq_jobinfo_t *j = item;
+    s_w_str (w, "id", j->id);
+    s_w_str (w, "type", j->type);
+    s_w_str (w, "name", j->name);
+    s_w_str (w, "dag_id", j->dag_id);
+    s_w_u64 (w, "state", (uint64_t) j->state);
+    s_w_i64 (w, "priority", j->priority);
+    s_w_u64 (w, "attempts", j->attempts);
+    s_w_u64 (w, "max_attempts", j->max_attempts);
+    s_w_str (w, "worker", j->worker);
+    s_w_u64 (w, "created_ms", j->created_ms);
+    s_w_u64 (w, "started_ms", j->started_ms);
+    s_w_u64 (w, "finished_ms", j->finished_ms);
+    s_w_str (w, "error", j->error);
+    s_w_str (w, "skipped_by", j->skipped_by);
+    s_w_u64 (w, "output_size", j->output_size);
+    s_w_strs (w, "parent_ids", j->parent_ids, j->nparents);
+    if (j->nparents && s_w_field (w, "parent_states")) {
+        msgpack_pack_array (w->pk, j->nparents);
+        for (uint32_t i = 0; i < j->nparents; i++)
+            msgpack_pack_int (w->pk, j->parent_states [i]);
+    }
+}
+
+static void
+s_emit_typestat (s_w_t *w, const void *item)
+{
+    const dq_typestat_t *t = item;
+    s_w_str (w, "type", t->type);
+    s_w_u64 (w, "waiting", t->waiting);
+    s_w_u64 (w, "queued", t->queued);
+    s_w_u64 (w, "running", t->running);
+    s_w_u64 (w, "succeeded", t->succeeded);
+    s_w_u64 (w, "failed", t->failed);
+    s_w_u64 (w, "cancelled", t->cancelled);
+    s_w_u64 (w, "skipped", t->skipped);
+    s_w_u64 (w, "workers", t->workers);
+}
+
+static void
+s_emit_workerinfo (s_w_t *w, const void *item)
+{
+    const dq_workerinfo_t *k = item;
+    s_w_str (w, "id", k->id);
+    s_w_str (w, "name", k->name);
+    s_w_str (w, "host", k->host);
+    s_w_u64 (w, "pid", k->pid);
+    s_w_u64 (w, "capacity", k->capacity);
+    s_w_u64 (w, "inflight", k->inflight);
+    s_w_u64 (w, "last_seen_ms", k->last_seen_ms);
+    s_w_u64 (w, "done", k->done);
+    s_w_strs (w, "types", k->types, k->ntypes);
+}
+
+static void
+s_emit_daginfo (s_w_t *w, const void *item)
+{
+    const dq_daginfo_t *d = item;
+    s_w_str (w, "id", d->id);
+    s_w_str (w, "name", d->name);
+    s_w_u64 (w, "state", (uint64_t) d->state);
+    s_w_u64 (w, "total", d->total);
+    s_w_u64 (w, "waiting", d->waiting);
+    s_w_u64 (w, "queued", d->queued);
+    s_w_u64 (w, "running", d->running);
+    s_w_u64 (w, "succeeded", d->succeeded);
+    s_w_u64 (w, "failed", d->failed);
+    s_w_u64 (w, "cancelled", d->cancelled);
+    s_w_u64 (w, "skipped", d->skipped);
+    s_w_u64 (w, "created_ms", d->created_ms);
+    s_w_u64 (w, "finished_ms", d->finished_ms);
+}
+
+static void
+s_emit_msg (s_w_t *w, const void *item)
+{
+    const dq_msg_t *m = item;
+    //  rid is always present, even when 0.
+    if (s_w_field (w, "rid"))
+        msgpack_pack_uint64 (w->pk, m->rid);
+    s_w_str (w, "id", m->id);
+    s_w_strs (w, "ids", m->ids, m->nids);
+    s_w_str (w, "key", m->key);
+    s_w_str (w, "dag_name", m->dag_name);
+    s_w_str (w, "dag_id", m->dag_id);
+    s_w_array (w, "jobs", s_emit_jobspec, m->jobs, sizeof (dq_jobspec_t),
+               m->njobs);
+    s_w_bin (w, "payload", m->payload, m->payload_size);
+    s_w_str (w, "type", m->type);
+    s_w_str (w, "content_type", m->content_type);
+    s_w_bin (w, "output", m->output, m->output_size);
+    s_w_str (w, "error", m->error);
+    s_w_u64 (w, "state", (uint64_t) m->state);
+    s_w_bool (w, "ok", m->ok);
+    s_w_u64 (w, "attempt", m->attempt);
+    s_w_u64 (w, "timeout_ms", m->timeout_ms);
+    s_w_array (w, "parents", s_emit_parent, m->parents, sizeof (dq_parent_t),
+               m->nparents);
+    s_w_u64 (w, "code", m->code);
+    s_w_str (w, "message", m->message);
+    s_w_u64 (w, "retry_ms", m->retry_ms);
+    s_w_u64 (w, "count", m->count);
+    s_w_str (w, "name", m->name);
+    s_w_str (w, "host", m->host);
+    s_w_u64 (w, "pid", m->pid);
+    //  capacity 0 means "draining", so READY always carries it.
+    if ((m->capacity || m->cmd == DQ_CMD_READY) && s_w_field (w, "capacity"))
+        msgpack_pack_uint32 (w->pk, m->capacity);
+    s_w_strs (w, "types", m->types, m->ntypes);
+    s_w_strs (w, "running", m->running, m->nrunning);
+    s_w_u64 (w, "heartbeat_ms", m->heartbeat_ms);
+    s_w_u64 (w, "liveness", m->liveness);
+    s_w_str (w, "broker_id", m->broker_id);
+    s_w_str (w, "worker_id", m->worker_id);
+    s_w_array (w, "infos", s_emit_jobinfo, m->infos, sizeof (dq_jobinfo_t),
+               m->ninfos);
+    s_w_array (w, "typestats", s_emit_typestat, m->typestats,
+               sizeof (dq_typestat_t), m->ntypestats);
+    s_w_array (w, "workers", s_emit_workerinfo, m->workers,
+               sizeof (dq_workerinfo_t), m->nworkers);
+    if (m->dag && s_w_field (w, "dag"))
+        s_pack_map (w->pk, s_emit_daginfo, m->dag, &w->too_big);
+    s_w_u64 (w, "uptime_ms", m->uptime_ms);
+    s_w_u64 (w, "jobs_total", m->jobs_total);
+    s_w_u64 (w, "queued_bytes", m->queued_bytes);
+}
+
+int
+dq_msg_encode (const dq_msg_t *self, void **data, size_t *size)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    bool too_big = false;
+    s_pack_map (&pk, s_emit_msg, self, &too_big);
+    if (too_big || sbuf.size > DQ_PROTO_BODY_MAX) {
+        msgpack_sbuffer_destroy (&sbuf);
+        return -1;
+    }
+    *data = sbuf.data;          //  malloc'd by the sbuffer: caller frees
+    *size = sbuf.size;
+    return 0;
+}
+
+static void
+s_free_buf (void *data, void *hint)
+{
+    (void) hint;
+    free (data);
+}
+
+int
+dq_msg_send (const dq_msg_t *self, void *sock,
+             const void *routing_id, size_t routing_id_size, int flags)
+{
+    void *body;
+    size_t body_size;
+    if (dq_msg_encode (self, &body, &body_size)) {
+        errno = EMSGSIZE;
+        return -1;
+    }
+    const char *cmd = dq_cmd_str (self->cmd);
+    //  The first frame decides: if it cannot be queued (EAGAIN,
+    //  EHOSTUNREACH) nothing was sent. Later frames of a message that was
+    //  started are always accepted by libzmq.
+    if (routing_id
+    &&  zmq_send (sock, routing_id, routing_id_size, ZMQ_SNDMORE | flags) == -1) {
+        free (body);
+        return -1;
+    }
+    if (zmq_send (sock, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE,
+                  ZMQ_SNDMORE | flags) == -1
+    ||  zmq_send (sock, cmd, strlen (cmd), ZMQ_SNDMORE | flags) == -1) {
+        free (body);
+        return -1;
+    }
+    zmq_msg_t frame;
+    if (zmq_msg_init_data (&frame, body, body_size, s_free_buf, NULL)) {
+        free (body);
+        return -1;
+    }
+    if (zmq_msg_send (&frame, sock, flags) == -1) {
+        zmq_msg_close (&frame);
+        return -1;
+    }
+    return 0;
+}
+
+int
+dq_msg_send_error (void *sock, const void *routing_id, size_t rid_size,
+                   uint64_t rid, dq_err_t code, uint32_t retry_ms,
+                   const char *message)
+{
+    dq_msg_t msg;
+    dq_msg_init (&msg, DQ_CMD_ERROR);
+    msg.rid = rid;
+    msg.code = code;
+    msg.retry_ms = retry_ms;
+    msg.message = message;
+    return dq_msg_send (&msg, sock, routing_id, rid_size, ZMQ_DONTWAIT);
+}
+
+//  ---------------------------------------------------------------------------
+//  Structural check before unpacking: returns 0 if the msgpack value at
+//  *pos is complete, nests no deeper than DQ_WALK_DEPTH_MAX and declares no
+//  length beyond the bytes left. Allocates nothing.
+
+static int
+s_need (size_t pos, size_t n, size_t size)
+{
+    return (n > size || pos > size - n)? -1: 0;
+}
+
+static uint64_t
+s_be (const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++)
+        v = (v << 8) | p [i];
+    return v;
+}
+
+static int
+s_walk (const uint8_t *d, size_t size, size_t *pos, int depth)
+{
+    if (depth > DQ_WALK_DEPTH_MAX || s_need (*pos, 1, size))
+        return -1;
+    uint8_t b = d [(*pos)++];
+    uint64_t n = 0;
+    int items = 0;              //  0 scalar, 1 array, 2 map
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3)
+        return 0;
+    if ((b & 0xf0) == 0x80) { n = b & 0x0f; items = 2; }
+    else
+    if ((b & 0xf0) == 0x90) { n = b & 0x0f; items = 1; }
+    else
+    if ((b & 0xe0) == 0xa0) { n = b & 0x1f; }
+    else {
+        int lenbytes = 0;
+        size_t fixed = 0;
+        switch (b) {
+            case 0xc4: case 0xd9: lenbytes = 1; break;        //  bin8 str8
+            case 0xc5: case 0xda: lenbytes = 2; break;
+            case 0xc6: case 0xdb: lenbytes = 4; break;
+            case 0xc7: lenbytes = 1; fixed = 1; break;        //  ext
+            case 0xc8: lenbytes = 2; fixed = 1; break;
+            case 0xc9: lenbytes = 4; fixed = 1; break;
+            case 0xca: return s_need (*pos, 4, size)? -1: (*pos += 4, 0);
+            case 0xcb: return s_need (*pos, 8, size)? -1: (*pos += 8, 0);
+            case 0xcc: case 0xd0: return s_need (*pos, 1, size)? -1: (*pos += 1, 0);
+            case 0xcd: case 0xd1: return s_need (*pos, 2, size)? -1: (*pos += 2, 0);
+            case 0xce: case 0xd2: return s_need (*pos, 4, size)? -1: (*pos += 4, 0);
+            case 0xcf: case 0xd3: return s_need (*pos, 8, size)? -1: (*pos += 8, 0);
+            case 0xd4: return s_need (*pos, 2, size)? -1: (*pos += 2, 0);
+            case 0xd5: return s_need (*pos, 3, size)? -1: (*pos += 3, 0);
+            case 0xd6: return s_need (*pos, 5, size)? -1: (*pos += 5, 0);
+            case 0xd7: return s_need (*pos, 9, size)? -1: (*pos += 9, 0);
+            case 0xd8: return s_need (*pos, 17, size)? -1: (*pos += 17, 0);
+            case 0xdc: lenbytes = 2; items = 1; break;
+            case 0xdd: lenbytes = 4; items = 1; break;
+            case 0xde: lenbytes = 2; items = 2; break;
+            case 0xdf: lenbytes = 4; items = 2; break;
+            default: return -1;                               //  0xc1: never used
+        }
+        if (s_need (*pos, (size_t) lenbytes, size))
+            return -1;
+        n = s_be (d + *pos, lenbytes);
+        *pos += (size_t) lenbytes;
+        if (!items) {
+            n += fixed;
+            if (s_need (*pos, n, size))
+                return -1;
+            *pos += n;
+            return 0;
+        }
+    }
+    if (!items) {               //  fixstr
+        if (s_need (*pos, n, size))
+            return -1;
+        *pos += n;
+        return 0;
+    }
+    //  Every element takes at least one byte: reject impossible counts
+    //  before walking them.
+    uint64_t elements = items == 2? n * 2: n;
+    if (elements > size - *pos)
+        return -1;
+    for (uint64_t i = 0; i < elements; i++)
+        if (s_walk (d, size, pos, depth + 1))
+            return -1;
+    return 0;
+}
+
+//  ---------------------------------------------------------------------------
+//  Decoding
+
+typedef struct {
+    msgpack_unpacked unp;
+    zmq_msg_t frame;            //  the body, when received from a socket
+    bool have_frame;
+    void *copy;                 //  the body, when decoded from a buffer
+} s_priv_t;
+
+typedef struct {
+    msgpack_zone *zone;
+    dq_err_t err;
+    char *reason;
+} s_dec_t;
+
+static int
+s_fail (s_dec_t *d, dq_err_t err, const char *fmt, const char *field)
+{
+    if (d->err == DQ_OK) {
+        d->err = err;
+        if (d->reason)
+            snprintf (d->reason, 200, fmt, field);
+    }
+    return -1;
+}
+
+static bool
+s_keyis (const msgpack_object *k, const char *name)
+{
+    size_t len = strlen (name);
+    return k->via.str.size == len && memcmp (k->via.str.ptr, name, len) == 0;
+}
+
+static int
+s_get_u64 (s_dec_t *d, const msgpack_object *o, const char *field,
+           uint64_t max, uint64_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a non-negative integer", field);
+    if (o->via.u64 > max)
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' is out of range", field);
+    *out = o->via.u64;
+    return 0;
+}
+
+static int
+s_get_u32 (s_dec_t *d, const msgpack_object *o, const char *field, uint32_t *out)
+{
+    uint64_t v;
+    if (s_get_u64 (d, o, field, UINT32_MAX, &v))
+        return -1;
+    *out = (uint32_t) v;
+    return 0;
+}
+
+static int
+s_get_i32 (s_dec_t *d, const msgpack_object *o, const char *field, int32_t *out)
+{
+    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX)
+        *out = (int32_t) o->via.u64;
+    else
+    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= INT32_MIN)
+        *out = (int32_t) o->via.i64;
+    else
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a 32-bit integer", field);
+    return 0;
+}
+
+static int
+s_get_bool (s_dec_t *d, const msgpack_object *o, const char *field, bool *out)
+{
+    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a boolean", field);
+    *out = o->via.boolean;
+    return 0;
+}
+
+//  A NUL-terminated copy in the zone. Embedded NULs are refused.
+static int
+s_get_str (s_dec_t *d, const msgpack_object *o, const char *field,
+           size_t max, const char **out)
+{
+    if (o->type != MSGPACK_OBJECT_STR)
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a string", field);
+    size_t len = o->via.str.size;
+    if (len > max)
+        return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' is too long", field);
+    if (memchr (o->via.str.ptr, 0, len))
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' contains a NUL byte", field);
+    char *s = msgpack_zone_malloc (d->zone, len + 1);
+    if (!s)
+        return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
+    memcpy (s, o->via.str.ptr, len);
+    s [len] = 0;
+    *out = s;
+    return 0;
+}
+
+//  Bytes: BIN (or STR, for peers whose msgpack library has no bin type).
+static int
+s_get_bin (s_dec_t *d, const msgpack_object *o, const char *field,
+           const void **out, size_t *size)
+{
+    if (o->type == MSGPACK_OBJECT_BIN) {
+        *out = o->via.bin.ptr;
+        *size = o->via.bin.size;
+    }
+    else
+    if (o->type == MSGPACK_OBJECT_STR) {
+        *out = o->via.str.ptr;
+        *size = o->via.str.size;
+    }
+    else
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be binary", field);
+    if (*size > DQ_PROTO_PAYLOAD_MAX)
+        return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' is over the size limit", field);
+    return 0;
+}
+
+static void *
+s_zalloc (s_dec_t *d, size_t n, size_t size)
+{
+    if (n == 0)
+        return NULL;
+    void *p = msgpack_zone_malloc (d->zone, n * size);
+    if (p)
+        memset (p, 0, n * size);
+    return p;
+}
+
+static int
+s_get_array (s_dec_t *d, const msgpack_object *o, const char *field,
+             uint32_t max, uint32_t *n)
+{
+    if (o->type != MSGPACK_OBJECT_ARRAY)
+        return s_fail (d, DQ_ERR_INVALID, "field '%s' must be an array", field);
+    if (o->via.array.size > max)
+        return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' has too many elements", field);
+    *n = o->via.array.size;
+    return 0;
+}
+
+static int
+s_get_strs (s_dec_t *d, const msgpack_object *o, const char *field,
+            uint32_t max, size_t strmax, const char ***out, uint32_t *n)
+{
+    if (s_get_array (d, o, field, max, n))
+        return -1;
+    const char **v = s_zalloc (d, *n, sizeof (char *));
+    if (*n && !v)
+        return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
+    for (uint32_t i = 0; i < *n; i++)
+        if (s_get_str (d, &o->via.array.ptr [i], field, strmax, &v [i]))
+            return -1;
+    *out = v;
+    return 0;
+}
+
+//  Job type names: 1..DQ_PROTO_TYPE_MAX of [A-Za-z0-9_.:-], as they name
+//  queues, event topics and metric labels.
+static bool
+s_type_ok (const char *t)
+{
+    size_t len = strlen (t);
+    if (len == 0 || len > DQ_PROTO_TYPE_MAX)
+        return false;
+    for (const char *p = t; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+           || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.'
+           || *p == ':' || *p == '-'))
+            return false;
+    return true;
+}
+
+//  Iterate a map value: for each entry call fn(d, key, value, out).
+typedef int (s_field_fn) (s_dec_t *d, const msgpack_object *k,
+                          const msgpack_object *v, void *out);
+
+static int
+s_read_map (s_dec_t *d, const msgpack_object *o, const char *what,
+            s_field_fn *fn, void *out)
+{
+    if (o->type != MSGPACK_OBJECT_MAP)
+        return s_fail (d, DQ_ERR_INVALID, "%s must be a map", what);
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr [i].key;
+        if (k->type != MSGPACK_OBJECT_STR)
+            return s_fail (d, DQ_ERR_INVALID, "%s has a non-string key", what);
+        if (fn (d, k, &o->via.map.ptr [i].val, out))
+            return -1;
+    }
+    return 0;
+}
+
+static int
+s_read_records (s_dec_t *d, const msgpack_object *o, const char *field,
+                uint32_t max, size_t size, s_field_fn *fn,
+                void **out, uint32_t *n)
+{
+    if (s_get_array (d, o, field, max, n))
+        return -1;
+    char *v = s_zalloc (d, *n, size);
+    if (*n && !v)
+        return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
+    for (uint32_t i = 0; i < *n; i++)
+        if (s_read_map (d, &o->via.array.ptr [i], field, fn, v + i * size))
+            return -1;
+    *out = v;
+    return 0;
+}
+
+#define KEY(name) s_keyis (k, name)
+
+static int
+s_dep_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_dep_t *dep = out;
+    if (KEY ("idx")) {
+        if (s_get_i32 (d, v, "idx", &dep->idx))
+            return -1;
+        if (dep->idx < 0)
+            return s_fail (d, DQ_ERR_INVALID, "field '%s' must be >= 0", "idx");
+        return 0;
+    }
+    if (KEY ("id"))             return s_get_str (d, v, "id", 256, &dep->id);
+    if (KEY ("run_on_failure")) return s_get_bool (d, v, "run_on_failure", &dep->run_on_failure);
+    return 0;
+}
+
+static int
+s_jobspec_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_jobspec_t *j = out;
+    if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &j->type);
+    if (KEY ("payload"))      return s_get_bin (d, v, "payload", &j->payload, &j->payload_size);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &j->content_type);
+    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &j->name);
+    if (KEY ("key"))          return s_get_str (d, v, "key", 256, &j->key);
+    if (KEY ("priority"))     return s_get_i32 (d, v, "priority", &j->priority);
+    if (KEY ("attempts"))     return s_get_u32 (d, v, "attempts", &j->attempts);
+    if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &j->timeout_ms);
+    if (KEY ("delay_ms"))     return s_get_u64 (d, v, "delay_ms", UINT64_MAX / 2, &j->delay_ms);
+    if (KEY ("deps")) {
+        //  A dep with neither idx nor id is invalid; mark "unset" first.
+        if (s_read_records (d, v, "deps", DQ_PROTO_DEPS_MAX, sizeof (dq_dep_t),
+                            s_dep_field, (void **) &j->deps, &j->ndeps))
+            return -1;
+        return 0;
+    }
+    return 0;
+}
+
+static int
+s_parent_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_parent_t *p = out;
+    if (KEY ("id"))     return s_get_str (d, v, "id", 256, &p->id);
+    if (KEY ("name"))   return s_get_str (d, v, "name", 256, &p->name);
+    if (KEY ("output")) return s_get_bin (d, v, "output", &p->output, &p->output_size);
+    return 0;
+}
+
+static int
+s_state_field (s_dec_t *d, const msgpack_object *v, int *out)
+{
+    uint64_t s;
+    if (s_get_u64 (d, v, "state", DQ_STATE_COUNT_ - 1, &s))
+        return -1;
+    *out = (int) s;
+    return 0;
+}
+
+static int
+s_jobinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_jobinfo_t *j = out;
+    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &j->id);
+    if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &j->type);
+    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &j->name);
+    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", 256, &j->dag_id);
+    if (KEY ("state"))        return s_state_field (d, v, &j->state);
+    if (KEY ("priority"))     return s_get_i32 (d, v, "priority", &j->priority);
+    if (KEY ("attempts"))     return s_get_u32 (d, v, "attempts", &j->attempts);
+    if (KEY ("max_attempts")) return s_get_u32 (d, v, "max_attempts", &j->max_attempts);
+    if (KEY ("worker"))       return s_get_str (d, v, "worker", 256, &j->worker);
+    if (KEY ("created_ms"))   return s_get_u64 (d, v, "created_ms", UINT64_MAX, &j->created_ms);
+    if (KEY ("started_ms"))   return s_get_u64 (d, v, "started_ms", UINT64_MAX, &j->started_ms);
+    if (KEY ("finished_ms"))  return s_get_u64 (d, v, "finished_ms", UINT64_MAX, &j->finished_ms);
+    if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &j->error);
+    if (KEY ("skipped_by"))   return s_get_str (d, v, "skipped_by", 256, &j->skipped_by);
+    if (KEY ("output_size")) {
+        uint64_t n;
+        if (s_get_u64 (d, v, "output_size", UINT64_MAX, &n))
+            return -1;
+        j->output_size = (size_t) n;
+        return 0;
+    }
+    if (KEY ("parent_ids")) {
+        uint32_t n;
+        if (s_get_strs (d, v, "parent_ids", DQ_PROTO_DEPS_MAX, 256, &j->parent_ids, &n))
+            return -1;
+        if (j->parent_states && n != j->nparents)
+            return s_fail (d, DQ_ERR_INVALID, "field '%s' length mismatch", "parent_ids");
+        j->nparents = n;
+        return 0;
+    }
+    if (KEY ("parent_states")) {
+        uint32_t n;
+        if (s_get_array (d, v, "parent_states", DQ_PROTO_DEPS_MAX, &n))
+            return -1;
+        if (j->parent_ids && n != j->nparents)
+            return s_fail (d, DQ_ERR_INVALID, "field '%s' length mismatch", "parent_states");
+        int *states = s_zalloc (d, n, sizeof (int));
+        if (n && !states)
+            return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "parent_states");
+        for (uint32_t i = 0; i < n; i++)
+            if (s_state_field (d, &v->via.array.ptr [i], &states [i]))
+                return -1;
+        j->parent_states = states;
+        j->nparents = n;
+        return 0;
+    }
+    return 0;
+}
+
+static int
+s_typestat_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_typestat_t *t = out;
+    if (KEY ("type"))      return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &t->type);
+    if (KEY ("waiting"))   return s_get_u64 (d, v, "waiting", UINT64_MAX, &t->waiting);
+    if (KEY ("queued"))    return s_get_u64 (d, v, "queued", UINT64_MAX, &t->queued);
+    if (KEY ("running"))   return s_get_u64 (d, v, "running", UINT64_MAX, &t->running);
+    if (KEY ("succeeded")) return s_get_u64 (d, v, "succeeded", UINT64_MAX, &t->succeeded);
+    if (KEY ("failed"))    return s_get_u64 (d, v, "failed", UINT64_MAX, &t->failed);
+    if (KEY ("cancelled")) return s_get_u64 (d, v, "cancelled", UINT64_MAX, &t->cancelled);
+    if (KEY ("skipped"))   return s_get_u64 (d, v, "skipped", UINT64_MAX, &t->skipped);
+    if (KEY ("workers"))   return s_get_u32 (d, v, "workers", &t->workers);
+    return 0;
+}
+
+static int
+s_workerinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_workerinfo_t *w = out;
+    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &w->id);
+    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &w->name);
+    if (KEY ("host"))         return s_get_str (d, v, "host", 256, &w->host);
+    if (KEY ("pid"))          return s_get_u32 (d, v, "pid", &w->pid);
+    if (KEY ("capacity"))     return s_get_u32 (d, v, "capacity", &w->capacity);
+    if (KEY ("inflight"))     return s_get_u32 (d, v, "inflight", &w->inflight);
+    if (KEY ("last_seen_ms")) return s_get_u64 (d, v, "last_seen_ms", UINT64_MAX, &w->last_seen_ms);
+    if (KEY ("done"))         return s_get_u64 (d, v, "done", UINT64_MAX, &w->done);
+    if (KEY ("types"))
+        return s_get_strs (d, v, "types", DQ_PROTO_TYPES_MAX, DQ_PROTO_TYPE_MAX,
+                           &w->types, &w->ntypes);
+    return 0;
+}
+
+static int
+s_daginfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_daginfo_t *g = out;
+    if (KEY ("id"))          return s_get_str (d, v, "id", 256, &g->id);
+    if (KEY ("name"))        return s_get_str (d, v, "name", 256, &g->name);
+    if (KEY ("state"))       return s_state_field (d, v, &g->state);
+    if (KEY ("total"))       return s_get_u32 (d, v, "total", &g->total);
+    if (KEY ("waiting"))     return s_get_u32 (d, v, "waiting", &g->waiting);
+    if (KEY ("queued"))      return s_get_u32 (d, v, "queued", &g->queued);
+    if (KEY ("running"))     return s_get_u32 (d, v, "running", &g->running);
+    if (KEY ("succeeded"))   return s_get_u32 (d, v, "succeeded", &g->succeeded);
+    if (KEY ("failed"))      return s_get_u32 (d, v, "failed", &g->failed);
+    if (KEY ("cancelled"))   return s_get_u32 (d, v, "cancelled", &g->cancelled);
+    if (KEY ("skipped"))     return s_get_u32 (d, v, "skipped", &g->skipped);
+    if (KEY ("created_ms"))  return s_get_u64 (d, v, "created_ms", UINT64_MAX, &g->created_ms);
+    if (KEY ("finished_ms")) return s_get_u64 (d, v, "finished_ms", UINT64_MAX, &g->finished_ms);
+    return 0;
+}
+
+static int
+s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_msg_t *m = out;
+    if (KEY ("rid"))          return s_get_u64 (d, v, "rid", UINT64_MAX, &m->rid);
+    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &m->id);
+    if (KEY ("ids"))
+        return s_get_strs (d, v, "ids", DQ_PROTO_ARRAY_MAX, 256, &m->ids, &m->nids);
+    if (KEY ("key"))          return s_get_str (d, v, "key", 256, &m->key);
+    if (KEY ("dag_name"))     return s_get_str (d, v, "dag_name", 256, &m->dag_name);
+    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", 256, &m->dag_id);
+    if (KEY ("jobs"))
+        return s_read_records (d, v, "jobs", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobspec_t),
+                               s_jobspec_field, (void **) &m->jobs, &m->njobs);
+    if (KEY ("payload"))      return s_get_bin (d, v, "payload", &m->payload, &m->payload_size);
+    if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &m->type);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &m->content_type);
+    if (KEY ("output"))       return s_get_bin (d, v, "output", &m->output, &m->output_size);
+    if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &m->error);
+    if (KEY ("state"))        return s_state_field (d, v, &m->state);
+    if (KEY ("ok"))           return s_get_bool (d, v, "ok", &m->ok);
+    if (KEY ("attempt"))      return s_get_u32 (d, v, "attempt", &m->attempt);
+    if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &m->timeout_ms);
+    if (KEY ("parents"))
+        return s_read_records (d, v, "parents", DQ_PROTO_DEPS_MAX, sizeof (dq_parent_t),
+                               s_parent_field, (void **) &m->parents, &m->nparents);
+    if (KEY ("code"))         return s_get_u32 (d, v, "code", &m->code);
+    if (KEY ("message"))      return s_get_str (d, v, "message", DQ_PROTO_STR_MAX, &m->message);
+    if (KEY ("retry_ms"))     return s_get_u32 (d, v, "retry_ms", &m->retry_ms);
+    if (KEY ("count"))        return s_get_u64 (d, v, "count", UINT64_MAX, &m->count);
+    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &m->name);
+    if (KEY ("host"))         return s_get_str (d, v, "host", 256, &m->host);
+    if (KEY ("pid"))          return s_get_u32 (d, v, "pid", &m->pid);
+    if (KEY ("capacity"))     return s_get_u32 (d, v, "capacity", &m->capacity);
+    if (KEY ("types"))
+        return s_get_strs (d, v, "types", DQ_PROTO_TYPES_MAX, DQ_PROTO_TYPE_MAX,
+                           &m->types, &m->ntypes);
+    if (KEY ("running"))
+        return s_get_strs (d, v, "running", DQ_PROTO_ARRAY_MAX, 256, &m->running, &m->nrunning);
+    if (KEY ("heartbeat_ms")) return s_get_u32 (d, v, "heartbeat_ms", &m->heartbeat_ms);
+    if (KEY ("liveness"))     return s_get_u32 (d, v, "liveness", &m->liveness);
+    if (KEY ("broker_id"))    return s_get_str (d, v, "broker_id", 256, &m->broker_id);
+    if (KEY ("worker_id"))    return s_get_str (d, v, "worker_id", 256, &m->worker_id);
+    if (KEY ("infos"))
+        return s_read_records (d, v, "infos", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobinfo_t),
+                               s_jobinfo_field, (void **) &m->infos, &m->ninfos);
+    if (KEY ("typestats"))
+        return s_read_records (d, v, "typestats", DQ_PROTO_ARRAY_MAX, sizeof (dq_typestat_t),
+                               s_typestat_field, (void **) &m->typestats, &m->ntypestats);
+    if (KEY ("workers"))
+        return s_read_records (d, v, "workers", DQ_PROTO_ARRAY_MAX, sizeof (dq_workerinfo_t),
+                               s_workerinfo_field, (void **) &m->workers, &m->nworkers);
+    if (KEY ("dag")) {
+        m->dag = s_zalloc (d, 1, sizeof (dq_daginfo_t));
+        if (!m->dag)
+            return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "dag");
+        return s_read_map (d, v, "dag", s_daginfo_field, m->dag);
+    }
+    if (KEY ("uptime_ms"))    return s_get_u64 (d, v, "uptime_ms", UINT64_MAX, &m->uptime_ms);
+    if (KEY ("jobs_total"))   return s_get_u64 (d, v, "jobs_total", UINT64_MAX, &m->jobs_total);
+    if (KEY ("queued_bytes")) return s_get_u64 (d, v, "queued_bytes", UINT64_MAX, &m->queued_bytes);
+    return 0;
+}
+
+//  Per-command checks of required fields, after the map was read.
+static int
+s_check (s_dec_t *d, dq_msg_t *m)
+{
+    switch (m->cmd) {
+        case DQ_CMD_SUBMIT:
+            if (m->njobs == 0)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs a non-empty 'jobs' array", "SUBMIT");
+            for (uint32_t i = 0; i < m->njobs; i++) {
+                dq_jobspec_t *j = &m->jobs [i];
+                if (!j->type || !s_type_ok (j->type))
+                    return s_fail (d, DQ_ERR_INVALID,
+                                   "every job needs a 'type' of 1-128 characters from "
+                                   "[A-Za-z0-9_.:-]%s", "");
+                for (uint32_t k = 0; k < j->ndeps; k++) {
+                    dq_dep_t *dep = &j->deps [k];
+                    bool local = dep->idx > 0 || (dep->idx == 0 && !dep->id);
+                    if (!local)
+                        dep->idx = -1;
+                    if (!local && !dep->id)
+                        return s_fail (d, DQ_ERR_INVALID, "a dependency needs 'idx' or 'id'%s", "");
+                    if (local && (uint32_t) dep->idx >= m->njobs)
+                        return s_fail (d, DQ_ERR_INVALID,
+                                       "dependency index out of range%s", "");
+                }
+            }
+            return 0;
+        case DQ_CMD_STATUS:
+            if (m->nids == 0)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs a non-empty 'ids' array", "STATUS");
+            return 0;
+        case DQ_CMD_RESULT: case DQ_CMD_CANCEL: case DQ_CMD_DAG:
+        case DQ_CMD_DONE: case DQ_CMD_ABANDON:
+            if (!m->id)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id'", dq_cmd_str (m->cmd));
+            return 0;
+        case DQ_CMD_JOB:
+            if (!m->id || !m->type)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id' and 'type'", "JOB");
+            return 0;
+        case DQ_CMD_READY:
+            for (uint32_t i = 0; i < m->ntypes; i++)
+                if (!s_type_ok (m->types [i]))
+                    return s_fail (d, DQ_ERR_INVALID,
+                                   "READY: type names are 1-128 characters from "
+                                   "[A-Za-z0-9_.:-]%s", "");
+            return 0;
+        default:
+            return 0;
+    }
+}
+
+static dq_cmd_t
+s_cmd_parse (const void *cmd, size_t size)
+{
+    for (int i = 1; i < DQ_CMD_COUNT_; i++)
+        if (strlen (s_cmd_names [i]) == size && memcmp (s_cmd_names [i], cmd, size) == 0)
+            return (dq_cmd_t) i;
+    return DQ_CMD_NONE;
+}
+
+static dq_msg_t *
+s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
+          const void *body, size_t body_size, s_priv_t *priv,
+          dq_err_t *err, char *reason)
+{
+    s_dec_t d = { NULL, DQ_OK, reason };
+    dq_msg_t *self = NULL;
+    if (reason)
+        reason [0] = 0;
+    if (sig_size != DQ_PROTO_SIGNATURE_SIZE
+    ||  memcmp (sig, DQ_PROTO_SIGNATURE, 2) != 0) {
+        s_fail (&d, DQ_ERR_PROTOCOL, "not a dagq message (bad signature)%s", "");
+        goto fail;
+    }
+    if (((const uint8_t *) sig) [2] != DQ_PROTO_VERSION) {
+        s_fail (&d, DQ_ERR_PROTOCOL, "unsupported protocol version (this side speaks 1)%s", "");
+        goto fail;
+    }
+    dq_cmd_t c = s_cmd_parse (cmd, cmd_size);
+    if (c == DQ_CMD_NONE) {
+        s_fail (&d, DQ_ERR_PROTOCOL, "unknown command%s", "");
+        goto fail;
+    }
+    if (body_size > DQ_PROTO_BODY_MAX) {
+        s_fail (&d, DQ_ERR_TOO_BIG, "message body over the size limit%s", "");
+        goto fail;
+    }
+    size_t pos = 0;
+    if (s_walk (body, body_size, &pos, 0) || pos != body_size) {
+        s_fail (&d, DQ_ERR_INVALID, "body is not one well-formed msgpack value%s", "");
+        goto fail;
+    }
+    self = calloc (1, sizeof *self);
+    if (!self) {
+        s_fail (&d, DQ_ERR_INTERNAL, "out of memory%s", "");
+        goto fail;
+    }
+    self->cmd = c;
+    self->priv_ = priv;
+    msgpack_unpacked_init (&priv->unp);
+    size_t off = 0;
+    if (msgpack_unpack_next (&priv->unp, body, body_size, &off) != MSGPACK_UNPACK_SUCCESS) {
+        s_fail (&d, DQ_ERR_INVALID, "body is not valid msgpack%s", "");
+        goto fail;
+    }
+    d.zone = priv->unp.zone;
+    if (s_read_map (&d, &priv->unp.data, "body", s_msg_field, self)
+    ||  s_check (&d, self))
+        goto fail;
+    *err = DQ_OK;
+    return self;
+fail:
+    *err = d.err;
+    if (self)
+        dq_msg_destroy (&self);
+    else {
+        if (priv->have_frame)
+            zmq_msg_close (&priv->frame);
+        free (priv->copy);
+        free (priv);
+    }
+    return NULL;
+}
+
+dq_msg_t *
+dq_msg_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
+               const void *body, size_t body_size, dq_err_t *err, char *reason)
+{
+    s_priv_t *priv = calloc (1, sizeof *priv);
+    if (!priv) {
+        *err = DQ_ERR_INTERNAL;
+        return NULL;
+    }
+    //  Strings and binaries point into the body: keep our own copy.
+    if (body_size <= DQ_PROTO_BODY_MAX) {
+        priv->copy = malloc (body_size? body_size: 1);
+        if (!priv->copy) {
+            free (priv);
+            *err = DQ_ERR_INTERNAL;
+            return NULL;
+        }
+        memcpy (priv->copy, body, body_size);
+    }
+    return s_decode (sig, sig_size, cmd, cmd_size, priv->copy, body_size,
+                     priv, err, reason);
+}
+
+void
+dq_msg_destroy (dq_msg_t **self_p)
+{
+    if (!self_p || !*self_p)
+        return;
+    dq_msg_t *self = *self_p;
+    s_priv_t *priv = self->priv_;
+    if (priv) {
+        msgpack_unpacked_destroy (&priv->unp);
+        if (priv->have_frame)
+            zmq_msg_close (&priv->frame);
+        free (priv->copy);
+        free (priv);
+    }
+    free (self);
+    *self_p = NULL;
+}
+
+//  Drain the rest of a multipart message we will not use.
+static void
+s_drain (void *sock)
+{
+    int more = 0;
+    size_t len = sizeof more;
+    while (zmq_getsockopt (sock, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+        zmq_msg_t f;
+        zmq_msg_init (&f);
+        if (zmq_msg_recv (&f, sock, 0) == -1) {
+            zmq_msg_close (&f);
+            break;
+        }
+        zmq_msg_close (&f);
+        len = sizeof more;
+    }
+}
+
+static bool
+s_more (void *sock)
+{
+    int more = 0;
+    size_t len = sizeof more;
+    return zmq_getsockopt (sock, ZMQ_RCVMORE, &more, &len) == 0 && more;
+}
+
+dq_msg_t *
+dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
+             int flags, dq_err_t *err, char *reason)
+{
+    *err = DQ_OK;
+    if (reason)
+        reason [0] = 0;
+    if (routing_id) {
+        int n = zmq_recv (sock, routing_id, 255, flags);
+        if (n == -1)
+            return NULL;
+        *routing_id_size = (size_t) (n > 255? 255: n);
+        if (!s_more (sock)) {
+            *err = DQ_ERR_PROTOCOL;
+            if (reason)
+                snprintf (reason, 200, "empty message");
+            return NULL;
+        }
+        flags &= ~ZMQ_DONTWAIT;     //  the rest of a started message is there
+    }
+    zmq_msg_t f [3];
+    int nf = 0;
+    for (nf = 0; nf < 3; nf++) {
+        zmq_msg_init (&f [nf]);
+        if (zmq_msg_recv (&f [nf], sock, nf == 0? flags: 0) == -1) {
+            zmq_msg_close (&f [nf]);
+            for (int i = 0; i < nf; i++)
+                zmq_msg_close (&f [i]);
+            return NULL;            //  nothing (EAGAIN / EINTR)
+        }
+        flags &= ~ZMQ_DONTWAIT;
+        if (nf < 2 && !zmq_msg_more (&f [nf])) {
+            nf++;
+            break;
+        }
+    }
+    if (nf < 3 || zmq_msg_more (&f [2])) {
+        s_drain (sock);
+        for (int i = 0; i < nf; i++)
+            zmq_msg_close (&f [i]);
+        *err = DQ_ERR_PROTOCOL;
+        if (reason)
+            snprintf (reason, 200, "a dagq message has exactly 3 frames: "
+                      "signature, command, body");
+        return NULL;
+    }
+    s_priv_t *priv = calloc (1, sizeof *priv);
+    if (!priv) {
+        for (int i = 0; i < 3; i++)
+            zmq_msg_close (&f [i]);
+        *err = DQ_ERR_INTERNAL;
+        return NULL;
+    }
+    priv->frame = f [2];            //  the message keeps the body frame
+    priv->have_frame = true;
+    dq_msg_t *msg = s_decode (zmq_msg_data (&f [0]), zmq_msg_size (&f [0]),
+                              zmq_msg_data (&f [1]), zmq_msg_size (&f [1]),
+                              zmq_msg_data (&priv->frame), zmq_msg_size (&priv->frame),
+                              priv, err, reason);
+    zmq_msg_close (&f [0]);
+    zmq_msg_close (&f [1]);
+    return msg;
+}
+
+//  ---------------------------------------------------------------------------
+//  Events
+
+static void
+s_emit_event (s_w_t *w, const void *item)
+{
+    const dq_event_t *e = item;
+    s_w_str (w, "kind", e->kind);
+    s_w_str (w, "id", e->id);
+    if (s_w_field (w, "state"))
+        msgpack_pack_int (w->pk, e->state);
+    s_w_str (w, "type", e->type);
+    s_w_str (w, "dag_id", e->dag_id);
+    s_w_u64 (w, "attempt", e->attempt);
+    s_w_u64 (w, "at_ms", e->at_ms);
+    s_w_u64 (w, "latency_us", e->latency_us);
+}
+
+int
+dq_event_send (const dq_event_t *ev, void *pub, int flags)
+{
+    char topic [600];
+    int n = snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
+                      dq_state_str (ev->state));
+    if (n < 0 || (size_t) n >= sizeof topic)
+        return -1;
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    bool too_big = false;
+    s_pack_map (&pk, s_emit_event, ev, &too_big);
+    int rc = -1;
+    if (!too_big
+    &&  zmq_send (pub, topic, (size_t) n, ZMQ_SNDMORE | flags) != -1
+    &&  zmq_send (pub, sbuf.data, sbuf.size, flags) != -1)
+        rc = 0;
+    msgpack_sbuffer_destroy (&sbuf);
+    return rc;
+}
+
+int
+dq_event_decode (const void *topic, size_t topic_size,
+                 const void *body, size_t body_size,
+                 dq_event_t *ev, char **strbuf)
+{
+    (void) topic;
+    (void) topic_size;
+    memset (ev, 0, sizeof *ev);
+    *strbuf = NULL;
+    size_t pos = 0;
+    if (body_size > DQ_PROTO_BODY_MAX || s_walk (body, body_size, &pos, 0)
+    ||  pos != body_size)
+        return -1;
+    msgpack_unpacked unp;
+    msgpack_unpacked_init (&unp);
+    size_t off = 0;
+    int rc = -1;
+    if (msgpack_unpack_next (&unp, body, body_size, &off) != MSGPACK_UNPACK_SUCCESS
+    ||  unp.data.type != MSGPACK_OBJECT_MAP)
+        goto done;
+    //  Strings are copied into one buffer the caller frees.
+    char *buf = malloc (body_size + 8);
+    if (!buf)
+        goto done;
+    *strbuf = buf;
+    char *p = buf;
+    const msgpack_object_map *map = &unp.data.via.map;
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *k = &map->ptr [i].key, *v = &map->ptr [i].val;
+        if (k->type != MSGPACK_OBJECT_STR)
+            goto done;
+        if (v->type == MSGPACK_OBJECT_STR) {
+            const char **dst = KEY ("kind")? &ev->kind: KEY ("id")? &ev->id:
+                               KEY ("type")? &ev->type: KEY ("dag_id")? &ev->dag_id: NULL;
+            if (dst) {
+                memcpy (p, v->via.str.ptr, v->via.str.size);
+                p [v->via.str.size] = 0;
+                *dst = p;
+                p += v->via.str.size + 1;
+            }
+        }
+        else
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            if (KEY ("state") && v->via.u64 < DQ_STATE_COUNT_) ev->state = (int) v->via.u64;
+            if (KEY ("attempt")) ev->attempt = (uint32_t) v->via.u64;
+            if (KEY ("at_ms")) ev->at_ms = v->via.u64;
+            if (KEY ("latency_us")) ev->latency_us = v->via.u64;
+        }
+    }
+    rc = (ev->kind && ev->id)? 0: -1;
+done:
+    msgpack_unpacked_destroy (&unp);
+    return rc;
+}

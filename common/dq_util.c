@@ -1,0 +1,114 @@
+/*  dq_util.c - small shared helpers. See dq_util.h. */
+#include "dq_util.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+uint64_t
+dq_now_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+uint64_t
+dq_mono_ms (void)
+{
+    struct timespec ts;
+    clock_gettime (CLOCK_MONOTONIC, &ts);
+    return (uint64_t) ts.tv_sec * 1000 + (uint64_t) ts.tv_nsec / 1000000;
+}
+
+int
+dq_random_hex (char *buf, size_t nbytes)
+{
+    static const char digits [] = "0123456789abcdef";
+    uint8_t raw [64];
+    if (nbytes > sizeof raw)
+        return -1;
+    size_t got = 0;
+    while (got < nbytes) {
+        ssize_t n = getrandom (raw + got, nbytes - got, 0);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        got += (size_t) n;
+    }
+    for (size_t i = 0; i < nbytes; i++) {
+        buf [2 * i] = digits [raw [i] >> 4];
+        buf [2 * i + 1] = digits [raw [i] & 15];
+    }
+    buf [2 * nbytes] = 0;
+    return 0;
+}
+
+int
+dq_parse_u64 (const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == '+' || *s == ' ')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull (s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int
+dq_parse_i64 (const char *s, int64_t min, int64_t max, int64_t *out)
+{
+    if (!s || !*s || *s == ' ')
+        return -1;
+    errno = 0;
+    char *end;
+    long long v = strtoll (s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+int
+dq_parse_seconds_ms (const char *s, double max_s, uint64_t *out_ms)
+{
+    if (!s || !*s || *s == '-' || *s == ' ')
+        return -1;
+    errno = 0;
+    char *end;
+    double v = strtod (s, &end);
+    if (errno || *end || !isfinite (v) || v < 0 || v > max_s)
+        return -1;
+    *out_ms = (uint64_t) llround (v * 1000.0);
+    return 0;
+}
+
+int
+dq_parse_size (const char *s, uint64_t *out)
+{
+    if (!s || !*s || *s == '-' || *s == ' ')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull (s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    uint64_t mult = 1;
+    if (*end == 'K' || *end == 'k') { mult = 1024; end++; }
+    else if (*end == 'M' || *end == 'm') { mult = 1024 * 1024; end++; }
+    else if (*end == 'G' || *end == 'g') { mult = 1024ull * 1024 * 1024; end++; }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end || (mult > 1 && v > UINT64_MAX / mult))
+        return -1;
+    *out = v * mult;
+    return 0;
+}
