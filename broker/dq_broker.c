@@ -91,6 +91,7 @@ struct _dq_broker_t {
     bool loading;            //  replaying the store
     s_out_t *out;
     size_t nout, out_cap;
+    uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
     uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
     volatile sig_atomic_t stopping;
     int exit_code;
@@ -391,6 +392,9 @@ s_timer_remove (dq_broker_t *self, dq_bjob_t *job)
 static void
 s_enqueue (dq_broker_t *self, dq_bjob_t *job)
 {
+    //  While queued, deadline_ms holds when it became ready (for the
+    //  dispatch latency histogram); the deadline heap does not hold it then.
+    job->deadline_ms = self->now;
     if (dq_sched_enqueue (self->sched, job))
         dq_log_error ("job=%s-%" PRIu64 " - out of memory queueing",
                       self->broker_id, job->node.id);
@@ -1189,6 +1193,7 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     dq_workerinfo_t *ws = calloc (nw + 1, sizeof *ws);
     char (*wids) [16] = calloc (nw + 1, 16);
     assert (ts && ws && wids);
+    uint64_t mono = dq_mono_ms ();
     for (size_t i = 0; i < nt; i++) {
         dq_type_t *t = dq_sched_type_at (self->sched, i);
         ts [i].type = t->name;
@@ -1211,7 +1216,9 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         ws [i].pid = w->pid;
         ws [i].capacity = w->capacity;
         ws [i].inflight = w->inflight;
-        ws [i].last_seen_ms = w->last_recv_ms;
+        //  last_recv_ms is monotonic: report it as wall-clock time.
+        uint64_t ago = mono - w->last_recv_ms;
+        ws [i].last_seen_ms = self->now > ago? self->now - ago: 0;
         ws [i].done = w->done;
         ws [i].types = (const char **) w->types;
         ws [i].ntypes = w->nmembers;
@@ -1227,6 +1234,9 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.uptime_ms = self->now - self->started_ms;
     reply.jobs_total = dq_idmap_size (self->jobs);
     reply.queued_bytes = self->unfinished_bytes;
+    reply.workers_total = nw;
+    reply.dispatch_hist = self->dispatch_hist;
+    reply.ndispatch_hist = DQ_PROTO_HIST_BUCKETS;
     reply.typestats = ts;
     reply.ntypestats = (uint32_t) nt;
     reply.workers = ws;
@@ -1336,7 +1346,7 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         w = dq_registry_add (self->registry, peer->rid, peer->rid_size);
         if (!w)
             return;
-        w->last_send_ms = dq_mono_ms ();
+        w->last_send_ms = w->last_recv_ms = dq_mono_ms ();
     }
     free (w->name);
     free (w->host);
@@ -1585,6 +1595,12 @@ s_run_timers (dq_broker_t *self)
 static void
 s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
 {
+    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+    uint64_t waited = self->now - (job->deadline_ms <= self->now? job->deadline_ms: self->now);
+    size_t b = 0;
+    while (b < DQ_PROTO_HIST_BUCKETS - 1 && waited > bounds [b])
+        b++;
+    self->dispatch_hist [b]++;
     s_worker_add_job (w, job);
     w->tick = ++self->tick;
     dq_sched_worker_changed (self->sched, w);
@@ -1829,11 +1845,9 @@ s_load_job (void *arg, const dq_store_job_t *r)
     free (parents);
     free (rof);
     if (terminal) {
-        if (r->state == DQ_STATE_SKIPPED) {
-            if (job->node.phase != DQ_DAG_SKIPPED)
-                job->node.phase = DQ_DAG_SKIPPED;
-        }
-        else
+        //  A skip the tracker already derived from the parents returns -1:
+        //  nothing to do then.
+        if (r->state != DQ_STATE_SKIPPED || job->node.phase != DQ_DAG_SKIPPED)
             dq_dag_finish (self->dag, &job->node, r->state);
         s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
     }

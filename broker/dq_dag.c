@@ -47,7 +47,7 @@ struct _dq_dag_t {
 
 //  Allocation failure in the middle of a cascade cannot be undone cleanly;
 //  STYLE allows aborting on it. Everything that can fail early returns -1.
-static void
+static _Noreturn void
 s_out_of_memory (void)
 {
     fprintf (stderr, "dq_dag: out of memory\n");
@@ -230,6 +230,22 @@ s_cascade (dq_dag_t *self)
     }
 }
 
+//  Frees work arrays a big cascade or walk left behind, once they are empty.
+static void
+s_trim (dq_dag_t *self)
+{
+    if (self->qlen == 0 && self->qcap > DQ_DAG_WORK_KEEP) {
+        free (self->queue);
+        self->queue = NULL;
+        self->qcap = 0;
+    }
+    if (self->nstack == 0 && self->stack_cap > DQ_DAG_WORK_KEEP) {
+        free (self->stack);
+        self->stack = NULL;
+        self->stack_cap = 0;
+    }
+}
+
 //  Fires queued callbacks in order, unless a caller up the stack already
 //  does (then it will reach the new events too).
 static void
@@ -252,16 +268,7 @@ s_fire (dq_dag_t *self)
         }
     }
     self->qhead = self->qlen = 0;
-    if (self->qcap > DQ_DAG_WORK_KEEP) {
-        free (self->queue);
-        self->queue = NULL;
-        self->qcap = 0;
-    }
-    if (self->stack_cap > DQ_DAG_WORK_KEEP) {
-        free (self->stack);
-        self->stack = NULL;
-        self->stack_cap = 0;
-    }
+    s_trim (self);
     self->firing = false;
 }
 
@@ -730,6 +737,8 @@ dq_dag_forget (dq_dag_t *self, dq_dag_node_t *node)
                 }
             }
         }
+        if (!self->firing)
+            s_trim (self);
     }
     for (uint32_t i = 0; i < node->nparents; i++) {
         dq_dag_node_t *parent = node->parents [i].node;

@@ -51,7 +51,7 @@ typedef struct {
     //  The node may run now (called once per node).
     void (*on_ready) (void *arg, dq_dag_node_t *node);
     //  The node is skipped because of cause (a failed/cancelled ancestor);
-    //  called once per node, before the skip cascades to its children.
+    //  called once per node, before on_skip of its descendants.
     void (*on_skip) (void *arg, dq_dag_node_t *node, dq_dag_node_t *cause);
     void *arg;
 } dq_dag_events_t;
@@ -63,8 +63,11 @@ typedef struct {
 
 typedef struct _dq_dag_t dq_dag_t;
 
+//  Create a tracker; events may be NULL (no callbacks). NULL if out of memory.
 dq_dag_t *
     dq_dag_new (const dq_dag_events_t *events);
+//  Destroy the tracker, NULL-safe. Nodes are not touched: forget them first
+//  or their edge arrays leak.
 void
     dq_dag_destroy (dq_dag_t **self_p);
 

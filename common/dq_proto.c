@@ -388,6 +388,12 @@ s_emit_msg (s_w_t *w, const void *item)
     s_w_u64 (w, "uptime_ms", m->uptime_ms);
     s_w_u64 (w, "jobs_total", m->jobs_total);
     s_w_u64 (w, "queued_bytes", m->queued_bytes);
+    s_w_u64 (w, "workers_total", m->workers_total);
+    if (m->ndispatch_hist && s_w_field (w, "dispatch_hist")) {
+        msgpack_pack_array (w->pk, m->ndispatch_hist);
+        for (uint32_t i = 0; i < m->ndispatch_hist; i++)
+            msgpack_pack_uint64 (w->pk, m->dispatch_hist [i]);
+    }
 }
 
 int
@@ -998,6 +1004,21 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
     if (KEY ("uptime_ms"))    return s_get_u64 (d, v, "uptime_ms", UINT64_MAX, &m->uptime_ms);
     if (KEY ("jobs_total"))   return s_get_u64 (d, v, "jobs_total", UINT64_MAX, &m->jobs_total);
     if (KEY ("queued_bytes")) return s_get_u64 (d, v, "queued_bytes", UINT64_MAX, &m->queued_bytes);
+    if (KEY ("workers_total")) return s_get_u64 (d, v, "workers_total", UINT64_MAX, &m->workers_total);
+    if (KEY ("dispatch_hist")) {
+        uint32_t n;
+        if (s_get_array (d, v, "dispatch_hist", 64, &n))
+            return -1;
+        uint64_t *h = s_zalloc (d, n, sizeof (uint64_t));
+        if (n && !h)
+            return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "dispatch_hist");
+        for (uint32_t i = 0; i < n; i++)
+            if (s_get_u64 (d, &v->via.array.ptr [i], "dispatch_hist", UINT64_MAX, &h [i]))
+                return -1;
+        m->dispatch_hist = h;
+        m->ndispatch_hist = n;
+        return 0;
+    }
     return 0;
 }
 
@@ -1082,7 +1103,14 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
     }
     dq_cmd_t c = s_cmd_parse (cmd, cmd_size);
     if (c == DQ_CMD_NONE) {
-        s_fail (&d, DQ_ERR_PROTOCOL, "unknown command%s", "");
+        char name [40];
+        size_t n = 0;
+        for (size_t i = 0; i < cmd_size && n < 32; i++) {
+            char ch = ((const char *) cmd) [i];
+            name [n++] = (ch >= 'A' && ch <= 'Z') || ch == '_'? ch: '?';
+        }
+        name [n] = 0;
+        s_fail (&d, DQ_ERR_PROTOCOL, "unknown command '%s'", name);
         goto fail;
     }
     if (body_size > DQ_PROTO_BODY_MAX) {

@@ -48,6 +48,8 @@ extern "C" {
 #define DQ_PROTO_ARRAY_MAX      (1u << 21)            //  any array (jobs per SUBMIT, ids...)
 #define DQ_PROTO_DEPS_MAX       4096                  //  deps of one job
 #define DQ_PROTO_TYPES_MAX      256                   //  types one worker announces
+#define DQ_PROTO_HIST_BUCKETS   14
+#define DQ_PROTO_HIST_BOUNDS_MS { 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }
 
 //  Error codes: travel on the wire, come out of dq_client_*, map to HTTP.
 typedef enum {
@@ -242,6 +244,11 @@ typedef struct {
     uint64_t uptime_ms;      //  STATS_REPLY
     uint64_t jobs_total;     //  STATS_REPLY: jobs in the broker's table
     uint64_t queued_bytes;   //  STATS_REPLY: payload bytes of unfinished jobs
+    //  STATS_REPLY: dispatch latency (ready to dispatched) histogram: counts
+    //  per bucket, upper bounds DQ_PROTO_HIST_BOUNDS_MS, the last is +Inf.
+    const uint64_t *dispatch_hist;
+    uint32_t ndispatch_hist;
+    uint64_t workers_total;  //  STATS_REPLY: workers connected
     void *priv_;             //  decoder state; do not touch
 } dq_msg_t;
 

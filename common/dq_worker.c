@@ -30,6 +30,7 @@
 */
 #include "dq_worker.h"
 
+#include <assert.h>
 #include <czmq.h>
 #include <errno.h>
 #include <pthread.h>
@@ -337,7 +338,7 @@ s_task_finish (dq_worker_t *self, s_task_t *task)
     atomic_fetch_add (&self->done, 1);
     s_debug (self, "job=%s attempt=%u output_size=%zu - %s%s%s", task->id,
              task->attempt, r->output_size, task->rc == 0? "succeeded": "failed",
-             task->rc == 0? "": ": ", task->rc == 0? "": r->error);
+             task->rc == 0? "": ": ", task->rc == 0 || !r->error? "": r->error);
     s_outbox_add (self, task);
 }
 
@@ -835,6 +836,7 @@ s_on_error (dq_worker_t *self, dq_msg_t *msg)
         s_warn (self, "code=%s - broker error: %s", dq_err_str ((int) msg->code), text);
         if (msg->code == DQ_ERR_UNKNOWN_WORKER && !self->registering) {
             self->welcomed = false;
+            self->registering = true;
             s_send_ready (self);
         }
         return;
@@ -968,7 +970,7 @@ s_stop_step (dq_worker_t *self, int64_t now)
         self->grace_deadline = now + self->grace_ms;
         s_info (self, "running=%zu grace_ms=%d - stopping: no new jobs",
                 s_unfinished (self), self->grace_ms);
-        if (self->sock && !self->registering)
+        if (self->sock)
             s_send_ready (self);        //  capacity 0
     }
     if (self->phase == S_DRAIN) {
@@ -1066,9 +1068,6 @@ s_loop (dq_worker_t *self)
         if (s_stop_step (self, now))
             break;
         int64_t next = s_timers (self, now);
-        if (self->ready_pending && self->sock && !self->welcomed
-        &&  now - self->last_ready >= 0)
-            s_send_ready (self);
         s_pool_fill (self);
         s_flush_outbox (self);
 
@@ -1180,13 +1179,6 @@ dq_worker_destroy (dq_worker_t **self_p)
             s_task_destroy (&task);
         }
         zlistx_destroy (&all);
-    }
-    //  Tasks the pool never took (run stopped with the pool busy).
-    while (self->work_head) {
-        s_task_t *task = self->work_head;
-        self->work_head = task->next;
-        if (task->orphan)
-            s_task_destroy (&task);
     }
     zhashx_destroy (&self->tasks);
     zlistx_destroy (&self->queue);

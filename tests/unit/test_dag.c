@@ -369,13 +369,17 @@ s_index (fx_t *fx, const dq_dag_node_t *node)
     return (int) (node - fx->node);
 }
 
+//  Appends "r<node>" (cause < 0) or "s<node>/<cause>" to the log.
 static void
-s_log (fx_t *fx, const char *fmt, int a, int b)
+s_log (fx_t *fx, int node, int cause)
 {
     size_t len = strlen (fx->log);
     if (len)
         fx->log [len++] = ' ';
-    snprintf (fx->log + len, sizeof (fx->log) - len, fmt, a, b);
+    if (cause < 0)
+        snprintf (fx->log + len, sizeof (fx->log) - len, "r%d", node);
+    else
+        snprintf (fx->log + len, sizeof (fx->log) - len, "s%d/%d", node, cause);
 }
 
 static void
@@ -387,7 +391,7 @@ s_on_ready (void *arg, dq_dag_node_t *node)
         fx->max_depth = fx->depth;
     assert_int_equal (node->phase, DQ_DAG_RELEASED);
     fx->ready [i]++;
-    s_log (fx, "r%d", i, 0);
+    s_log (fx, i, -1);
     if (fx->cancel_on_ready [i])
         assert_int_equal (dq_dag_finish (fx->dag, &fx->node [fx->cancel_on_ready [i] - 1],
                                          DQ_STATE_CANCELLED), 0);
@@ -406,7 +410,7 @@ s_on_skip (void *arg, dq_dag_node_t *node, dq_dag_node_t *cause)
     assert_int_equal (node->phase, DQ_DAG_SKIPPED);
     assert_ptr_equal (node->skipped_by, cause);
     fx->skipped [i]++;
-    s_log (fx, "s%d/%d", i, s_index (fx, cause));
+    s_log (fx, i, s_index (fx, cause));
     if (fx->add_on_skip [i]) {
         dq_dag_node_t *parent = node;
         assert_int_equal (dq_dag_add (fx->dag, &fx->node [fx->add_on_skip [i] - 1],
@@ -898,6 +902,8 @@ static void
 test_dag_new_without_events (void **state)
 {
     (void) state;
+    //  Edges cost no more than two pointers each.
+    assert_true (sizeof (dq_dag_edge_t) <= 2 * sizeof (void *));
     dq_dag_t *dag = dq_dag_new (NULL);
     assert_non_null (dag);
     dq_dag_node_t a = { .id = 1 }, b = { .id = 2 };

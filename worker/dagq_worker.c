@@ -1,0 +1,359 @@
+/*  dagq_worker.c - dagq-worker: runs jobs for a dagq broker.
+
+    main only: read the environment and the command line, register the
+    handlers (built-ins, external commands), run the engine (common/
+    dq_worker) until SIGINT or SIGTERM, exit. Flags, environment variables
+    and exit codes are listed in s_usage.
+*/
+#include <czmq.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "dq_builtins.h"
+#include "dq_exec.h"
+#include "dq_worker.h"
+
+#ifndef DAGQ_VERSION
+#define DAGQ_VERSION "unknown"
+#endif
+
+#define S_EXIT_OK      0
+#define S_EXIT_FAILED  1                //  could not start
+#define S_EXIT_USAGE   2
+#define S_GRACE_MAX_S  86400
+
+static void
+s_usage (FILE *out)
+{
+    fprintf (out,
+"Usage: dagq-worker [OPTION]...\n"
+"Run jobs for a dagq broker: announce the job types this process has handlers\n"
+"for, run up to N jobs at once, report results. Stops on SIGINT or SIGTERM:\n"
+"takes no new jobs, finishes running ones within the grace period, exits.\n"
+"\n"
+"  -b, --broker ENDPOINT    broker backend (default %s)\n"
+"  -c, --concurrency N      jobs at once, 1-%d (default: number of cores)\n"
+"      --builtins           enable the built-in types: echo, sleep (payload =\n"
+"                           milliseconds), fail (error = payload), sha256\n"
+"                           (lowercase hex digest), concat (parents' outputs)\n"
+"      --handler TYPE=COMMAND\n"
+"                           run `/bin/sh -c COMMAND` for each job of TYPE:\n"
+"                           payload on stdin, stdout is the output, exit status\n"
+"                           0 is success, else the end of stderr is the error;\n"
+"                           env DAGQ_JOB_ID, DAGQ_JOB_TYPE, DAGQ_ATTEMPT,\n"
+"                           DAGQ_PARENTS_DIR (one file per parent, holding its\n"
+"                           output); repeatable\n"
+"  -n, --name NAME          worker name shown in stats (default: host name)\n"
+"  -g, --grace SECONDS      on stop, time running jobs get to finish (default %d)\n"
+"      --max-output BYTES   largest output reported as success (default and\n"
+"                           maximum %u; match the broker's --max-payload)\n"
+"      --curve-cert FILE    this worker's secret CURVE certificate (czmq format)\n"
+"      --broker-cert FILE   the broker's public CURVE certificate\n"
+"  -v, --verbose            log every job and message (same as --log-level debug)\n"
+"      --log-level LEVEL    error, warn, info (default) or debug\n"
+"  -h, --help               show this help and exit\n"
+"  -V, --version            show the version and exit\n"
+"\n"
+"At least one of --builtins and --handler is needed. Logs go to stderr, one\n"
+"line per event; payloads are never logged.\n"
+"\n"
+"Environment (the command line wins):\n"
+"  DAGQ_WORKER_BROKER       as --broker\n"
+"  DAGQ_CONCURRENCY         as --concurrency\n"
+"  DAGQ_WORKER_NAME         as --name\n"
+"  DAGQ_WORKER_GRACE        as --grace\n"
+"  DAGQ_WORKER_MAX_OUTPUT   as --max-output\n"
+"  DAGQ_WORKER_CURVE_CERT   as --curve-cert\n"
+"  DAGQ_WORKER_BROKER_CERT  as --broker-cert\n"
+"  DAGQ_LOG_LEVEL           as --log-level\n"
+"\n"
+"Exit status: 0 stopped normally, 1 could not start (see the log),\n"
+"2 usage error.\n",
+             DQ_WORKER_BROKER_DEFAULT, DQ_WORKER_CONCURRENCY_MAX,
+             DQ_WORKER_GRACE_DEFAULT / 1000, (unsigned) DQ_PROTO_PAYLOAD_MAX);
+}
+
+static int
+s_usage_error (const char *fmt, const char *a, const char *b)
+{
+    fprintf (stderr, "dagq-worker: ");
+    fprintf (stderr, fmt, a, b);
+    fprintf (stderr, "\nTry 'dagq-worker --help' for more information.\n");
+    return S_EXIT_USAGE;
+}
+
+//  Whole number in [min, max]. Returns 0 or -1.
+static int
+s_parse_uint (const char *text, unsigned long long min, unsigned long long max,
+              unsigned long long *value)
+{
+    if (!text || !*text || *text == '-' || *text == '+')
+        return -1;
+    errno = 0;
+    char *end;
+    unsigned long long v = strtoull (text, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *value = v;
+    return 0;
+}
+
+static int
+s_parse_level (const char *text)
+{
+    static const char *names [] = { "error", "warn", "info", "debug" };
+    for (int i = 0; text && i < 4; i++)
+        if (strcmp (text, names [i]) == 0)
+            return i;
+    if (text && strcmp (text, "warning") == 0)
+        return DQ_WORKER_LOG_WARN;
+    return -1;
+}
+
+static bool
+s_type_ok (const char *t)
+{
+    size_t len = strlen (t);
+    if (len == 0 || len > DQ_PROTO_TYPE_MAX)
+        return false;
+    for (const char *p = t; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z')
+           || (*p >= '0' && *p <= '9') || *p == '_' || *p == '.'
+           || *p == ':' || *p == '-'))
+            return false;
+    return true;
+}
+
+typedef struct {
+    const char *broker, *name, *curve_cert, *broker_cert;
+    const char *concurrency, *grace, *max_output, *log_level;
+    const char *concurrency_from, *grace_from, *max_output_from, *log_level_from;
+    bool builtins, verbose;
+    char **handlers;             //  "TYPE=COMMAND" as given
+    int nhandlers;
+} s_opts_t;
+
+enum {
+    S_OPT_BUILTINS = 256, S_OPT_HANDLER, S_OPT_MAX_OUTPUT, S_OPT_CURVE_CERT,
+    S_OPT_BROKER_CERT, S_OPT_LOG_LEVEL,
+};
+
+static const char *
+s_env (const char *name)
+{
+    const char *value = getenv (name);
+    return value && *value? value: NULL;
+}
+
+int
+main (int argc, char *argv [])
+{
+    s_opts_t o = { 0 };
+    o.broker = s_env ("DAGQ_WORKER_BROKER");
+    o.name = s_env ("DAGQ_WORKER_NAME");
+    o.curve_cert = s_env ("DAGQ_WORKER_CURVE_CERT");
+    o.broker_cert = s_env ("DAGQ_WORKER_BROKER_CERT");
+    o.concurrency = s_env ("DAGQ_CONCURRENCY");
+    o.concurrency_from = "DAGQ_CONCURRENCY";
+    o.grace = s_env ("DAGQ_WORKER_GRACE");
+    o.grace_from = "DAGQ_WORKER_GRACE";
+    o.max_output = s_env ("DAGQ_WORKER_MAX_OUTPUT");
+    o.max_output_from = "DAGQ_WORKER_MAX_OUTPUT";
+    o.log_level = s_env ("DAGQ_LOG_LEVEL");
+    o.log_level_from = "DAGQ_LOG_LEVEL";
+    o.handlers = calloc ((size_t) argc + 1, sizeof (char *));
+    if (!o.handlers)
+        return S_EXIT_FAILED;
+
+    static const struct option longopts [] = {
+        { "broker",      required_argument, NULL, 'b' },
+        { "concurrency", required_argument, NULL, 'c' },
+        { "builtins",    no_argument,       NULL, S_OPT_BUILTINS },
+        { "handler",     required_argument, NULL, S_OPT_HANDLER },
+        { "name",        required_argument, NULL, 'n' },
+        { "grace",       required_argument, NULL, 'g' },
+        { "max-output",  required_argument, NULL, S_OPT_MAX_OUTPUT },
+        { "curve-cert",  required_argument, NULL, S_OPT_CURVE_CERT },
+        { "broker-cert", required_argument, NULL, S_OPT_BROKER_CERT },
+        { "verbose",     no_argument,       NULL, 'v' },
+        { "log-level",   required_argument, NULL, S_OPT_LOG_LEVEL },
+        { "help",        no_argument,       NULL, 'h' },
+        { "version",     no_argument,       NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    opterr = 0;
+    int opt;
+    int rc = S_EXIT_USAGE;
+    while ((opt = getopt_long (argc, argv, ":b:c:n:g:vhV", longopts, NULL)) != -1) {
+        switch (opt) {
+            case 'b': o.broker = optarg; break;
+            case 'c': o.concurrency = optarg; o.concurrency_from = "--concurrency"; break;
+            case S_OPT_BUILTINS: o.builtins = true; break;
+            case S_OPT_HANDLER: o.handlers [o.nhandlers++] = optarg; break;
+            case 'n': o.name = optarg; break;
+            case 'g': o.grace = optarg; o.grace_from = "--grace"; break;
+            case S_OPT_MAX_OUTPUT:
+                o.max_output = optarg;
+                o.max_output_from = "--max-output";
+                break;
+            case S_OPT_CURVE_CERT: o.curve_cert = optarg; break;
+            case S_OPT_BROKER_CERT: o.broker_cert = optarg; break;
+            case 'v': o.verbose = true; break;
+            case S_OPT_LOG_LEVEL:
+                o.log_level = optarg;
+                o.log_level_from = "--log-level";
+                break;
+            case 'h':
+                s_usage (stdout);
+                free (o.handlers);
+                return S_EXIT_OK;
+            case 'V':
+                printf ("dagq-worker %s\n", DAGQ_VERSION);
+                free (o.handlers);
+                return S_EXIT_OK;
+            case ':':
+                free (o.handlers);
+                return s_usage_error ("option '%s' needs a value%s", argv [optind - 1], "");
+            default:
+                free (o.handlers);
+                return s_usage_error ("unknown option '%s'%s", argv [optind - 1], "");
+        }
+    }
+    dq_worker_t *worker = NULL;
+    if (optind < argc) {
+        s_usage_error ("unexpected argument '%s'%s", argv [optind], "");
+        goto out;
+    }
+
+    //  Validate everything before connecting anywhere.
+    unsigned long long concurrency = 0, max_output = DQ_PROTO_PAYLOAD_MAX;
+    if (o.concurrency
+    &&  s_parse_uint (o.concurrency, 1, DQ_WORKER_CONCURRENCY_MAX, &concurrency)) {
+        char range [64];
+        snprintf (range, sizeof range, "1 to %d", DQ_WORKER_CONCURRENCY_MAX);
+        fprintf (stderr, "dagq-worker: %s: '%s' is not a whole number from %s\n",
+                 o.concurrency_from, o.concurrency, range);
+        goto out;
+    }
+    if (o.max_output
+    &&  s_parse_uint (o.max_output, 0, DQ_PROTO_PAYLOAD_MAX, &max_output)) {
+        fprintf (stderr, "dagq-worker: %s: '%s' is not a number of bytes from 0 to %u\n",
+                 o.max_output_from, o.max_output, (unsigned) DQ_PROTO_PAYLOAD_MAX);
+        goto out;
+    }
+    double grace_s = DQ_WORKER_GRACE_DEFAULT / 1000.0;
+    if (o.grace) {
+        char *end;
+        errno = 0;
+        grace_s = strtod (o.grace, &end);
+        if (errno || end == o.grace || *end || !isfinite (grace_s) || grace_s < 0
+        ||  grace_s > S_GRACE_MAX_S) {
+            fprintf (stderr, "dagq-worker: %s: '%s' is not a number of seconds "
+                     "from 0 to %d\n", o.grace_from, o.grace, S_GRACE_MAX_S);
+            goto out;
+        }
+    }
+    int level = DQ_WORKER_LOG_INFO;
+    if (o.log_level && (level = s_parse_level (o.log_level)) < 0) {
+        fprintf (stderr, "dagq-worker: %s: '%s' is not one of error, warn, info, "
+                 "debug\n", o.log_level_from, o.log_level);
+        goto out;
+    }
+    if (o.verbose)
+        level = DQ_WORKER_LOG_DEBUG;
+    const char *broker = o.broker? o.broker: DQ_WORKER_BROKER_DEFAULT;
+    if (!strstr (broker, "://")) {
+        fprintf (stderr, "dagq-worker: --broker: '%s' is not a ZeroMQ endpoint "
+                 "(e.g. tcp://HOST:5556)\n", broker);
+        goto out;
+    }
+    if (o.name && (!*o.name || strlen (o.name) > 256)) {
+        fprintf (stderr, "dagq-worker: --name: must be 1 to 256 bytes\n");
+        goto out;
+    }
+    if (!!o.curve_cert != !!o.broker_cert) {
+        fprintf (stderr, "dagq-worker: --curve-cert and --broker-cert go together\n");
+        goto out;
+    }
+    if (!o.builtins && o.nhandlers == 0) {
+        s_usage_error ("nothing to run: give --builtins or at least one "
+                       "--handler TYPE=COMMAND%s%s", "", "");
+        goto out;
+    }
+    for (int i = 0; i < o.nhandlers; i++) {
+        char *eq = strchr (o.handlers [i], '=');
+        if (!eq || eq == o.handlers [i] || !eq [1]) {
+            fprintf (stderr, "dagq-worker: --handler: '%s' is not TYPE=COMMAND\n",
+                     o.handlers [i]);
+            goto out;
+        }
+        *eq = 0;
+        const char *type = o.handlers [i];
+        if (!s_type_ok (type)) {
+            fprintf (stderr, "dagq-worker: --handler: type '%s' must be 1 to %d "
+                     "characters from A-Z a-z 0-9 _ . : -\n", type, DQ_PROTO_TYPE_MAX);
+            goto out;
+        }
+        for (int k = 0; k < i; k++)
+            if (strcmp (o.handlers [k], type) == 0) {
+                fprintf (stderr, "dagq-worker: --handler: type '%s' given twice\n", type);
+                goto out;
+            }
+        if (o.builtins && dq_builtins_find (type, NULL)) {
+            fprintf (stderr, "dagq-worker: --handler: type '%s' is also a built-in "
+                     "(drop --builtins or rename the type)\n", type);
+            goto out;
+        }
+    }
+    if (o.nhandlers + (o.builtins? 5: 0) > DQ_PROTO_TYPES_MAX) {
+        fprintf (stderr, "dagq-worker: at most %d job types per worker\n",
+                 DQ_PROTO_TYPES_MAX);
+        goto out;
+    }
+
+    rc = S_EXIT_FAILED;
+    zsys_set_logident ("dagq-worker");
+    zsys_set_logstream (stderr);
+    worker = dq_worker_new (broker, (uint32_t) concurrency);
+    if (!worker) {
+        zsys_error ("endpoint=%s - cannot create the worker", broker);
+        goto out;
+    }
+    dq_worker_set_log_level (worker, level);
+    dq_worker_set_grace (worker, (int) (grace_s * 1000 + 0.5));
+    dq_worker_set_max_output (worker, (size_t) max_output);
+    if (o.name)
+        dq_worker_set_name (worker, o.name);
+    if (o.curve_cert && dq_worker_set_curve (worker, o.curve_cert, o.broker_cert)) {
+        zsys_error ("cannot use CURVE with %s and %s (unreadable, no secret key, or "
+                    "libzmq without CURVE)", o.curve_cert, o.broker_cert);
+        goto out;
+    }
+    for (int i = 0; i < o.nhandlers; i++) {
+        const char *type = o.handlers [i];
+        const char *command = type + strlen (type) + 1;
+        if (dq_exec_register (worker, type, command)) {
+            zsys_error ("type=%s - cannot register the handler", type);
+            goto out;
+        }
+    }
+    if (o.builtins && dq_builtins_register (worker)) {
+        zsys_error ("cannot register the built-in types");
+        goto out;
+    }
+    if (level >= DQ_WORKER_LOG_INFO)
+        zsys_info ("version=%s builtins=%s handlers=%d - starting", DAGQ_VERSION,
+                   o.builtins? "yes": "no", o.nhandlers);
+    if (dq_worker_run (worker) == 0)
+        rc = S_EXIT_OK;
+
+out:
+    dq_worker_destroy (&worker);
+    free (o.handlers);
+    return rc;
+}
