@@ -34,9 +34,19 @@ dq_client_t *
 void
     dq_client_destroy (dq_client_t **self_p);
 
-//  Total time a synchronous call may take, in ms (default 10 s).
+//  Total time a synchronous call may take, in ms (default 10 s; a value
+//  <= 0 restores the default). Also bounds dq_client_send when the send
+//  queue is full.
 void
     dq_client_set_timeout (dq_client_t *self, int timeout_ms);
+
+//  The current call timeout in ms.
+int
+    dq_client_timeout (dq_client_t *self);
+
+//  The endpoint given to dq_client_new.
+const char *
+    dq_client_endpoint (dq_client_t *self);
 
 //  CURVE: this client's secret certificate file and the broker's public
 //  certificate file (czmq zcert format). Call before the first request.
@@ -44,6 +54,13 @@ void
 int
     dq_client_set_curve (dq_client_t *self, const char *secret_cert,
                          const char *broker_public_cert);
+
+//  Write a fresh random idempotency key into key: 32 lowercase hex
+//  characters and a NUL (key must hold 33 bytes). The key dq_client_submit
+//  generates when given none; callers that retry a submission themselves
+//  (e.g. on BUSY) make one first and pass it every time.
+void
+    dq_client_make_key (char *key);
 
 //  Message of the last failed call ("" if none).
 const char *
@@ -91,6 +108,10 @@ int
 //  --- Pipelining. send assigns req->rid (returned) and sends without
 //  waiting; recv returns the next reply of any rid, or NULL after timeout_ms
 //  (-1 = block) with *err DQ_ERR_UNAVAILABLE, or on a malformed reply.
+//  send returns 0 (never a valid rid) when the request is over a protocol
+//  limit or could not be queued within the call timeout; dq_client_error
+//  says which. Do not mix with synchronous calls while replies are
+//  outstanding: a synchronous call drops replies to other rids.
 uint64_t
     dq_client_send (dq_client_t *self, dq_msg_t *req);
 dq_msg_t *

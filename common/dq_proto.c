@@ -20,6 +20,7 @@
 #include <zmq.h>
 
 #define DQ_WALK_DEPTH_MAX 16
+#define S_HIST_MAX 64           //  buckets a dispatch_hist may carry
 
 static const char *s_cmd_names [DQ_CMD_COUNT_] = {
     [DQ_CMD_NONE] = "NONE",
@@ -155,8 +156,10 @@ s_w_str (s_w_t *w, const char *key, const char *v)
 {
     if (!v)
         return;
-    if (strlen (v) > DQ_PROTO_STR_MAX)
-        w->too_big = true;
+    if (strlen (v) > DQ_PROTO_STR_MAX) {
+        w->too_big = true;      //  the body is dropped: skip the copy
+        return;
+    }
     if (s_w_field (w, key))
         s_str (w->pk, v);
 }
@@ -166,8 +169,12 @@ s_w_bin (s_w_t *w, const char *key, const void *v, size_t size)
 {
     if (!v && !size)
         return;
-    if (size > DQ_PROTO_PAYLOAD_MAX)
+    if (size > DQ_PROTO_PAYLOAD_MAX || !v) {
+        //  Over the limit, or (NULL, size): the body is dropped, so skip
+        //  the copy (and never read from NULL).
         w->too_big = true;
+        return;
+    }
     if (s_w_field (w, key)) {
         msgpack_pack_bin (w->pk, size);
         msgpack_pack_bin_body (w->pk, v, size);
@@ -179,8 +186,10 @@ s_w_strs (s_w_t *w, const char *key, const char **v, uint32_t n)
 {
     if (!n)
         return;
-    if (n > DQ_PROTO_ARRAY_MAX)
+    if (n > DQ_PROTO_ARRAY_MAX || !v)
         w->too_big = true;
+    if (!v)
+        return;                 //  a count without an array
     if (s_w_field (w, key)) {
         msgpack_pack_array (w->pk, n);
         for (uint32_t i = 0; i < n; i++) {
@@ -212,8 +221,10 @@ s_w_array (s_w_t *w, const char *key, s_emit_fn *fn, const void *items,
 {
     if (!n)
         return;
-    if (n > DQ_PROTO_ARRAY_MAX)
+    if (n > DQ_PROTO_ARRAY_MAX || !items)
         w->too_big = true;
+    if (!items)
+        return;                 //  a count without an array
     if (s_w_field (w, key)) {
         msgpack_pack_array (w->pk, n);
         for (uint32_t i = 0; i < n; i++)
@@ -226,10 +237,15 @@ static void
 s_emit_dep (s_w_t *w, const void *item)
 {
     const dq_dep_t *d = item;
-    //  idx 0 is meaningful, so "idx" is sent whenever the dep is local.
+    //  A dep is either local (idx) or existing (id), never both on the wire.
+    //  An id wins, so a zero-initialised dq_dep_t with only id set (idx 0)
+    //  does not turn into a dependency on job 0. idx 0 is meaningful, so
+    //  "idx" is sent whenever the dep is local.
+    if (d->id)
+        s_w_str (w, "id", d->id);
+    else
     if (d->idx >= 0 && s_w_field (w, "idx"))
         msgpack_pack_int32 (w->pk, d->idx);
-    s_w_str (w, "id", d->id);
     s_w_bool (w, "run_on_failure", d->run_on_failure);
 }
 
@@ -279,6 +295,10 @@ s_emit_jobinfo (s_w_t *w, const void *item)
     s_w_str (w, "error", j->error);
     s_w_str (w, "skipped_by", j->skipped_by);
     s_w_u64 (w, "output_size", j->output_size);
+    if (j->nparents && (!j->parent_ids || !j->parent_states)) {
+        w->too_big = true;      //  decoders need both arrays
+        return;
+    }
     s_w_strs (w, "parent_ids", j->parent_ids, j->nparents);
     if (j->nparents && s_w_field (w, "parent_states")) {
         msgpack_pack_array (w->pk, j->nparents);
@@ -389,6 +409,9 @@ s_emit_msg (s_w_t *w, const void *item)
     s_w_u64 (w, "jobs_total", m->jobs_total);
     s_w_u64 (w, "queued_bytes", m->queued_bytes);
     s_w_u64 (w, "workers_total", m->workers_total);
+    if (m->ndispatch_hist && (m->ndispatch_hist > S_HIST_MAX || !m->dispatch_hist))
+        w->too_big = true;      //  the decoder would refuse it; never read NULL
+    else
     if (m->ndispatch_hist && s_w_field (w, "dispatch_hist")) {
         msgpack_pack_array (w->pk, m->ndispatch_hist);
         for (uint32_t i = 0; i < m->ndispatch_hist; i++)
@@ -777,6 +800,9 @@ s_read_records (s_dec_t *d, const msgpack_object *o, const char *field,
 
 #define KEY(name) s_keyis (k, name)
 
+//  dq_dep_t.idx while its map is read; then -1 (existing job) or >= 0.
+#define S_DEP_IDX_ABSENT (-2)
+
 static int
 s_dep_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
 {
@@ -807,10 +833,27 @@ s_jobspec_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, v
     if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &j->timeout_ms);
     if (KEY ("delay_ms"))     return s_get_u64 (d, v, "delay_ms", UINT64_MAX / 2, &j->delay_ms);
     if (KEY ("deps")) {
-        //  A dep with neither idx nor id is invalid; mark "unset" first.
-        if (s_read_records (d, v, "deps", DQ_PROTO_DEPS_MAX, sizeof (dq_dep_t),
-                            s_dep_field, (void **) &j->deps, &j->ndeps))
+        //  A dep needs exactly one of idx and id: mark idx absent before
+        //  reading, so {} and {"idx": 0} differ.
+        uint32_t n;
+        if (s_get_array (d, v, "deps", DQ_PROTO_DEPS_MAX, &n))
             return -1;
+        dq_dep_t *deps = s_zalloc (d, n, sizeof (dq_dep_t));
+        if (n && !deps)
+            return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "deps");
+        for (uint32_t i = 0; i < n; i++) {
+            deps [i].idx = S_DEP_IDX_ABSENT;
+            if (s_read_map (d, &v->via.array.ptr [i], "deps", s_dep_field, &deps [i]))
+                return -1;
+            bool local = deps [i].idx >= 0;
+            if (local == (deps [i].id != NULL))
+                return s_fail (d, DQ_ERR_INVALID, "a dependency needs exactly one "
+                               "of 'idx' and 'id'%s", "");
+            if (!local)
+                deps [i].idx = -1;      //  an existing job, by id
+        }
+        j->deps = deps;
+        j->ndeps = n;
         return 0;
     }
     return 0;
@@ -986,9 +1029,19 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
     if (KEY ("liveness"))     return s_get_u32 (d, v, "liveness", &m->liveness);
     if (KEY ("broker_id"))    return s_get_str (d, v, "broker_id", 256, &m->broker_id);
     if (KEY ("worker_id"))    return s_get_str (d, v, "worker_id", 256, &m->worker_id);
-    if (KEY ("infos"))
-        return s_read_records (d, v, "infos", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobinfo_t),
-                               s_jobinfo_field, (void **) &m->infos, &m->ninfos);
+    if (KEY ("infos")) {
+        if (s_read_records (d, v, "infos", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobinfo_t),
+                            s_jobinfo_field, (void **) &m->infos, &m->ninfos))
+            return -1;
+        //  Readers index both parent arrays by nparents: one alone (or an
+        //  empty one beside a full one) must not get through.
+        for (uint32_t i = 0; i < m->ninfos; i++)
+            if (m->infos [i].nparents
+            &&  (!m->infos [i].parent_ids || !m->infos [i].parent_states))
+                return s_fail (d, DQ_ERR_INVALID, "fields 'parent_ids' and "
+                               "'parent_states' must have the same length%s", "");
+        return 0;
+    }
     if (KEY ("typestats"))
         return s_read_records (d, v, "typestats", DQ_PROTO_ARRAY_MAX, sizeof (dq_typestat_t),
                                s_typestat_field, (void **) &m->typestats, &m->ntypestats);
@@ -1007,7 +1060,7 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
     if (KEY ("workers_total")) return s_get_u64 (d, v, "workers_total", UINT64_MAX, &m->workers_total);
     if (KEY ("dispatch_hist")) {
         uint32_t n;
-        if (s_get_array (d, v, "dispatch_hist", 64, &n))
+        if (s_get_array (d, v, "dispatch_hist", S_HIST_MAX, &n))
             return -1;
         uint64_t *h = s_zalloc (d, n, sizeof (uint64_t));
         if (n && !h)
@@ -1032,21 +1085,16 @@ s_check (s_dec_t *d, dq_msg_t *m)
                 return s_fail (d, DQ_ERR_INVALID, "%s needs a non-empty 'jobs' array", "SUBMIT");
             for (uint32_t i = 0; i < m->njobs; i++) {
                 dq_jobspec_t *j = &m->jobs [i];
+                char which [16];        //  "job <i>" names the culprit
+                snprintf (which, sizeof which, "%u", i);
                 if (!j->type || !s_type_ok (j->type))
                     return s_fail (d, DQ_ERR_INVALID,
-                                   "every job needs a 'type' of 1-128 characters from "
-                                   "[A-Za-z0-9_.:-]%s", "");
-                for (uint32_t k = 0; k < j->ndeps; k++) {
-                    dq_dep_t *dep = &j->deps [k];
-                    bool local = dep->idx > 0 || (dep->idx == 0 && !dep->id);
-                    if (!local)
-                        dep->idx = -1;
-                    if (!local && !dep->id)
-                        return s_fail (d, DQ_ERR_INVALID, "a dependency needs 'idx' or 'id'%s", "");
-                    if (local && (uint32_t) dep->idx >= m->njobs)
+                                   "job %s needs a 'type' of 1-128 characters from "
+                                   "[A-Za-z0-9_.:-]", which);
+                for (uint32_t k = 0; k < j->ndeps; k++)
+                    if (j->deps [k].idx >= 0 && (uint32_t) j->deps [k].idx >= m->njobs)
                         return s_fail (d, DQ_ERR_INVALID,
-                                       "dependency index out of range%s", "");
-                }
+                                       "job %s: dependency 'idx' out of range", which);
             }
             return 0;
         case DQ_CMD_STATUS:
@@ -1171,7 +1219,8 @@ dq_msg_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_siz
             *err = DQ_ERR_INTERNAL;
             return NULL;
         }
-        memcpy (priv->copy, body, body_size);
+        if (body_size)          //  body may be NULL when empty
+            memcpy (priv->copy, body, body_size);
     }
     return s_decode (sig, sig_size, cmd, cmd_size, priv->copy, body_size,
                      priv, err, reason);
@@ -1306,6 +1355,8 @@ s_emit_event (s_w_t *w, const void *item)
 int
 dq_event_send (const dq_event_t *ev, void *pub, int flags)
 {
+    if (!ev->kind || !ev->id)
+        return -1;
     char topic [600];
     int n = snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
                       dq_state_str (ev->state));
@@ -1378,5 +1429,11 @@ dq_event_decode (const void *topic, size_t topic_size,
     rc = (ev->kind && ev->id)? 0: -1;
 done:
     msgpack_unpacked_destroy (&unp);
+    if (rc) {
+        //  On failure the caller gets nothing to free.
+        free (*strbuf);
+        *strbuf = NULL;
+        memset (ev, 0, sizeof *ev);
+    }
     return rc;
 }

@@ -28,6 +28,9 @@
     Not here: what a handler does (worker/dq_exec, worker/dq_builtins), and
     option parsing (worker/dagq_worker.c).
 */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             //  pipe2, asprintf, nftw, eventfd, sigabbrev_np
+#endif
 #include "dq_worker.h"
 
 #include <assert.h>
@@ -1131,7 +1134,7 @@ dq_worker_new (const char *endpoint, uint32_t concurrency)
     self->concurrency = concurrency;
     self->grace_ms = DQ_WORKER_GRACE_DEFAULT;
     self->log_level = DQ_WORKER_LOG_INFO;
-    self->max_output = DQ_PROTO_PAYLOAD_MAX;
+    self->max_output = DQ_WORKER_OUTPUT_MAX;
     self->threads = calloc (concurrency, sizeof (s_thread_t));
     self->handlers = calloc (DQ_PROTO_TYPES_MAX, sizeof (s_handler_t));
     self->wake_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -1277,7 +1280,7 @@ void
 dq_worker_set_max_output (dq_worker_t *self, size_t max_output)
 {
     assert (self);
-    self->max_output = max_output > DQ_PROTO_PAYLOAD_MAX? DQ_PROTO_PAYLOAD_MAX: max_output;
+    self->max_output = max_output > DQ_WORKER_OUTPUT_MAX? DQ_WORKER_OUTPUT_MAX: max_output;
 }
 
 int

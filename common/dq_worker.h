@@ -40,6 +40,11 @@ extern "C" {
 #define DQ_WORKER_GRACE_DEFAULT  30000      //  ms to finish jobs on stop
 #define DQ_WORKER_CONCURRENCY_MAX 1024      //  pool threads at most
 #define DQ_WORKER_ERROR_MAX      4000       //  bytes of a job's error text kept
+//  Largest output reported as success: the protocol's payload limit less
+//  room for the rest of the DONE message, so a DONE always fits a broker's
+//  default 64 MiB message limit (a bigger message would make ZeroMQ drop
+//  the connection, and the worker would send it again after reconnecting).
+#define DQ_WORKER_OUTPUT_MAX     (DQ_PROTO_PAYLOAD_MAX - 8192)
 
 //  Log thresholds for dq_worker_set_log_level (czmq's zsys_* does the
 //  writing; czmq itself has no threshold).
@@ -79,7 +84,7 @@ typedef struct {
 } dq_result_t;
 
 //  Returns 0 for success, -1 for failure. Output over the worker's output
-//  limit (DQ_PROTO_PAYLOAD_MAX unless set lower) becomes the failure "output
+//  limit (DQ_WORKER_OUTPUT_MAX unless set lower) becomes the failure "output
 //  too large"; an error text is cut to DQ_WORKER_ERROR_MAX bytes and made
 //  valid UTF-8; a failure without error text reports "handler failed".
 //  content_type must be at most 256 bytes.
@@ -126,7 +131,7 @@ void
 void
     dq_worker_set_log_level (dq_worker_t *self, int level);
 //  Largest handler output reported as success, in bytes (default and
-//  maximum DQ_PROTO_PAYLOAD_MAX). Set it to the broker's --max-payload so
+//  maximum DQ_WORKER_OUTPUT_MAX). Set it to the broker's --max-payload so
 //  an oversize output fails on the worker with a clear error.
 void
     dq_worker_set_max_output (dq_worker_t *self, size_t max_output);

@@ -8,14 +8,16 @@
 #include <czmq.h>
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "dq_builtins.h"
 #include "dq_exec.h"
+#include "dq_log.h"
+#include "dq_util.h"
 #include "dq_worker.h"
 
 #ifndef DAGQ_VERSION
@@ -50,8 +52,9 @@ s_usage (FILE *out)
 "                           output); repeatable\n"
 "  -n, --name NAME          worker name shown in stats (default: host name)\n"
 "  -g, --grace SECONDS      on stop, time running jobs get to finish (default %d)\n"
-"      --max-output BYTES   largest output reported as success (default and\n"
-"                           maximum %u; match the broker's --max-payload)\n"
+"      --max-output SIZE    largest output reported as success, bytes or with\n"
+"                           K/M suffix (default and maximum %u; match the\n"
+"                           broker's --max-payload)\n"
 "      --curve-cert FILE    this worker's secret CURVE certificate (czmq format)\n"
 "      --broker-cert FILE   the broker's public CURVE certificate\n"
 "  -v, --verbose            log every job and message (same as --log-level debug)\n"
@@ -75,7 +78,7 @@ s_usage (FILE *out)
 "Exit status: 0 stopped normally, 1 could not start (see the log),\n"
 "2 usage error.\n",
              DQ_WORKER_BROKER_DEFAULT, DQ_WORKER_CONCURRENCY_MAX,
-             DQ_WORKER_GRACE_DEFAULT / 1000, (unsigned) DQ_PROTO_PAYLOAD_MAX);
+             DQ_WORKER_GRACE_DEFAULT / 1000, (unsigned) DQ_WORKER_OUTPUT_MAX);
 }
 
 static int
@@ -85,34 +88,6 @@ s_usage_error (const char *fmt, const char *a, const char *b)
     fprintf (stderr, fmt, a, b);
     fprintf (stderr, "\nTry 'dagq-worker --help' for more information.\n");
     return S_EXIT_USAGE;
-}
-
-//  Whole number in [min, max]. Returns 0 or -1.
-static int
-s_parse_uint (const char *text, unsigned long long min, unsigned long long max,
-              unsigned long long *value)
-{
-    if (!text || !*text || *text == '-' || *text == '+')
-        return -1;
-    errno = 0;
-    char *end;
-    unsigned long long v = strtoull (text, &end, 10);
-    if (errno || *end || v < min || v > max)
-        return -1;
-    *value = v;
-    return 0;
-}
-
-static int
-s_parse_level (const char *text)
-{
-    static const char *names [] = { "error", "warn", "info", "debug" };
-    for (int i = 0; text && i < 4; i++)
-        if (strcmp (text, names [i]) == 0)
-            return i;
-    if (text && strcmp (text, "warning") == 0)
-        return DQ_WORKER_LOG_WARN;
-    return -1;
 }
 
 static bool
@@ -231,9 +206,9 @@ main (int argc, char *argv [])
     }
 
     //  Validate everything before connecting anywhere.
-    unsigned long long concurrency = 0, max_output = DQ_PROTO_PAYLOAD_MAX;
+    uint64_t concurrency = 0, max_output = DQ_WORKER_OUTPUT_MAX;
     if (o.concurrency
-    &&  s_parse_uint (o.concurrency, 1, DQ_WORKER_CONCURRENCY_MAX, &concurrency)) {
+    &&  dq_parse_u64 (o.concurrency, 1, DQ_WORKER_CONCURRENCY_MAX, &concurrency)) {
         char range [64];
         snprintf (range, sizeof range, "1 to %d", DQ_WORKER_CONCURRENCY_MAX);
         fprintf (stderr, "dagq-worker: %s: '%s' is not a whole number from %s\n",
@@ -241,25 +216,19 @@ main (int argc, char *argv [])
         goto out;
     }
     if (o.max_output
-    &&  s_parse_uint (o.max_output, 0, DQ_PROTO_PAYLOAD_MAX, &max_output)) {
-        fprintf (stderr, "dagq-worker: %s: '%s' is not a number of bytes from 0 to %u\n",
-                 o.max_output_from, o.max_output, (unsigned) DQ_PROTO_PAYLOAD_MAX);
+    &&  (dq_parse_size (o.max_output, &max_output) || max_output > DQ_WORKER_OUTPUT_MAX)) {
+        fprintf (stderr, "dagq-worker: %s: '%s' is not a size from 0 to %u bytes\n",
+                 o.max_output_from, o.max_output, (unsigned) DQ_WORKER_OUTPUT_MAX);
         goto out;
     }
-    double grace_s = DQ_WORKER_GRACE_DEFAULT / 1000.0;
-    if (o.grace) {
-        char *end;
-        errno = 0;
-        grace_s = strtod (o.grace, &end);
-        if (errno || end == o.grace || *end || !isfinite (grace_s) || grace_s < 0
-        ||  grace_s > S_GRACE_MAX_S) {
-            fprintf (stderr, "dagq-worker: %s: '%s' is not a number of seconds "
-                     "from 0 to %d\n", o.grace_from, o.grace, S_GRACE_MAX_S);
-            goto out;
-        }
+    uint64_t grace_ms = DQ_WORKER_GRACE_DEFAULT;
+    if (o.grace && dq_parse_seconds_ms (o.grace, S_GRACE_MAX_S, &grace_ms)) {
+        fprintf (stderr, "dagq-worker: %s: '%s' is not a number of seconds "
+                 "from 0 to %d\n", o.grace_from, o.grace, S_GRACE_MAX_S);
+        goto out;
     }
     int level = DQ_WORKER_LOG_INFO;
-    if (o.log_level && (level = s_parse_level (o.log_level)) < 0) {
+    if (o.log_level && (level = dq_log_parse_level (o.log_level)) < 0) {
         fprintf (stderr, "dagq-worker: %s: '%s' is not one of error, warn, info, "
                  "debug\n", o.log_level_from, o.log_level);
         goto out;
@@ -317,20 +286,24 @@ main (int argc, char *argv [])
     }
 
     rc = S_EXIT_FAILED;
-    zsys_set_logident ("dagq-worker");
-    zsys_set_logstream (stderr);
+    dq_log_init ("dagq-worker", false);
+    dq_log_set_level (level);
+    //  Processes that jobs' commands leave behind become our children, so
+    //  dq_exec reaps them even where init does not (containers).
+    if (prctl (PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))
+        dq_log_warn ("cannot become a child subreaper: %s", strerror (errno));
     worker = dq_worker_new (broker, (uint32_t) concurrency);
     if (!worker) {
-        zsys_error ("endpoint=%s - cannot create the worker", broker);
+        dq_log_error ("endpoint=%s - cannot create the worker", broker);
         goto out;
     }
     dq_worker_set_log_level (worker, level);
-    dq_worker_set_grace (worker, (int) (grace_s * 1000 + 0.5));
+    dq_worker_set_grace (worker, (int) grace_ms);
     dq_worker_set_max_output (worker, (size_t) max_output);
     if (o.name)
         dq_worker_set_name (worker, o.name);
     if (o.curve_cert && dq_worker_set_curve (worker, o.curve_cert, o.broker_cert)) {
-        zsys_error ("cannot use CURVE with %s and %s (unreadable, no secret key, or "
+        dq_log_error ("cannot use CURVE with %s and %s (unreadable, no secret key, or "
                     "libzmq without CURVE)", o.curve_cert, o.broker_cert);
         goto out;
     }
@@ -338,17 +311,16 @@ main (int argc, char *argv [])
         const char *type = o.handlers [i];
         const char *command = type + strlen (type) + 1;
         if (dq_exec_register (worker, type, command)) {
-            zsys_error ("type=%s - cannot register the handler", type);
+            dq_log_error ("type=%s - cannot register the handler", type);
             goto out;
         }
     }
     if (o.builtins && dq_builtins_register (worker)) {
-        zsys_error ("cannot register the built-in types");
+        dq_log_error ("cannot register the built-in types");
         goto out;
     }
-    if (level >= DQ_WORKER_LOG_INFO)
-        zsys_info ("version=%s builtins=%s handlers=%d - starting", DAGQ_VERSION,
-                   o.builtins? "yes": "no", o.nhandlers);
+    dq_log_info ("version=%s builtins=%s handlers=%d - starting", DAGQ_VERSION,
+                 o.builtins? "yes": "no", o.nhandlers);
     if (dq_worker_run (worker) == 0)
         rc = S_EXIT_OK;
 

@@ -165,10 +165,10 @@ s_concat (const dq_task_t *task, void *arg, dq_result_t *result)
     size_t total = 0;
     for (uint32_t i = 0; i < task->nparents; i++) {
         total += task->parents [i].output_size;
-        if (total > DQ_PROTO_PAYLOAD_MAX) {
+        if (total > DQ_WORKER_OUTPUT_MAX) {
             char text [120];
             snprintf (text, sizeof text, "concat: output too large (over %u bytes)",
-                      (unsigned) DQ_PROTO_PAYLOAD_MAX);
+                      (unsigned) DQ_WORKER_OUTPUT_MAX);
             return s_fail_with (result, text);
         }
     }

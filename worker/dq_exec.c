@@ -11,6 +11,9 @@
 
     Not here: when a job runs or what happens to its result (dq_worker).
 */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE             //  pipe2, asprintf, nftw, eventfd, sigabbrev_np
+#endif
 #include "dq_exec.h"
 
 #include <errno.h>
@@ -374,8 +377,8 @@ s_read_out (s_child_t *c)
             if (c->output.size == c->output.alloc) {
                 //  Grows to one byte over the limit, which proves "over".
                 size_t alloc = c->output.alloc? c->output.alloc * 2: S_CHUNK;
-                if (alloc > DQ_PROTO_PAYLOAD_MAX + (size_t) 1)
-                    alloc = DQ_PROTO_PAYLOAD_MAX + (size_t) 1;
+                if (alloc > DQ_WORKER_OUTPUT_MAX + (size_t) 1)
+                    alloc = DQ_WORKER_OUTPUT_MAX + (size_t) 1;
                 char *data = realloc (c->output.data, alloc);
                 if (!data) {
                     c->output_over = true;
@@ -392,7 +395,7 @@ s_read_out (s_child_t *c)
         if (n > 0) {
             if (!c->output_over) {
                 c->output.size += (size_t) n;
-                if (c->output.size > DQ_PROTO_PAYLOAD_MAX) {
+                if (c->output.size > DQ_WORKER_OUTPUT_MAX) {
                     c->output_over = true;
                     s_kill_start (c, "output too large");
                 }
@@ -638,6 +641,15 @@ dq_exec_run (const char *command, const dq_task_t *task, dq_result_t *result)
     do
         waited = waitpid (c.pid, &status, 0);
     while (waited == -1 && errno == EINTR);
+    //  Reap the members of the group that became our children: all of them
+    //  when this process is a child subreaper (dagq-worker is), else none.
+    //  Every member got SIGKILL, so this ends.
+    while (true) {
+        siginfo_t info;
+        memset (&info, 0, sizeof info);
+        if (waitid (P_PGID, (id_t) c.pid, &info, WEXITED) == -1 && errno != EINTR)
+            break;
+    }
 
     char prefix [160];
     if (c.reason && strcmp (c.reason, "timed out") == 0) {
@@ -647,7 +659,7 @@ dq_exec_run (const char *command, const dq_task_t *task, dq_result_t *result)
     else
     if (c.reason && strcmp (c.reason, "output too large") == 0) {
         snprintf (prefix, sizeof prefix, "output too large (over %u bytes)",
-                  (unsigned) DQ_PROTO_PAYLOAD_MAX);
+                  (unsigned) DQ_WORKER_OUTPUT_MAX);
         result->error = strdup (prefix);
     }
     else
@@ -658,6 +670,13 @@ dq_exec_run (const char *command, const dq_task_t *task, dq_result_t *result)
         result->error = s_error_text ("lost track of the command's exit status", &c.tail);
     else
     if (WIFEXITED (status) && WEXITSTATUS (status) == 0) {
+        //  The result is kept until the broker acknowledges it: give back
+        //  what doubling the buffer over-allocated.
+        if (c.output.size && c.output.alloc - c.output.size > S_CHUNK) {
+            char *data = realloc (c.output.data, c.output.size);
+            if (data)
+                c.output.data = data;
+        }
         result->output_size = c.output.size;
         result->output = c.output.size? c.output.data: NULL;
         if (!c.output.size)

@@ -5,7 +5,7 @@
 
     - the payload is written to its stdin (without blocking: a command that
       does not read its input cannot stall the worker);
-    - its stdout is the output (at most DQ_PROTO_PAYLOAD_MAX bytes: more is a
+    - its stdout is the output (at most DQ_WORKER_OUTPUT_MAX bytes: more is a
       failure "output too large" and the command is killed);
     - exit status 0 is success; anything else fails with "exit status N:
       <last bytes of stderr>" or "killed by signal N (NAME): <...>";
@@ -18,9 +18,12 @@
       group gets SIGTERM (and SIGCONT), then SIGKILL DQ_EXEC_KILL_GRACE_MS
       later. When the shell exits while background processes still hold its
       stdout or stderr, they are treated the same way. Whatever is left in
-      the group when the job ends is killed, and the shell is always reaped:
-      no zombie or orphan remains (a process that left the group with
-      setsid/setpgid is beyond reach).
+      the group when the job ends is killed, and the shell is always reaped.
+      Processes of the group that the shell left behind are reaped too when
+      they are this process's children, which they are when it is a child
+      subreaper (prctl PR_SET_CHILD_SUBREAPER, as dagq-worker sets); else
+      they go to init. So no zombie or orphan remains (a process that left
+      the group with setsid or setpgid is beyond reach).
 
     Not here: the worker engine (common/dq_worker), the built-in types.
 */
