@@ -664,7 +664,11 @@ s_run (bench_t *self)
             if (o->rate && !is_retry) {
                 uint64_t due = self->t0_ns + self->sent_jobs * 1000000000ULL / o->rate;
                 if (now < due) {
+                    //  Sleep at least 1 ms and then send what is due at
+                    //  once: a busy wait would take a core from the broker.
                     wait_ms = (long) ((due - now) / 1000000);
+                    if (wait_ms < 1)
+                        wait_ms = 1;
                     break;
                 }
             }

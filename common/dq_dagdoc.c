@@ -830,40 +830,281 @@ dq_dagdoc_is_job_id (const char *s)
     return true;
 }
 
+//  ---------------------------------------------------------------------------
+//  Top level. The document is not loaded as one jansson tree (a million
+//  jobs would take gigabytes): a scanner walks the top-level object and the
+//  jobs array, finding the byte range of each value, and jansson parses one
+//  value at a time: name, key, then each job, freed before the next.
+
+typedef struct {
+    const char *start;          //  the document
+    size_t len;
+} s_text_t;
+
+typedef struct {
+    size_t at, end;             //  byte range of a value
+    bool found;
+} s_range_t;
+
+//  Line and column (1-based, columns in characters) of byte offset at.
+static void
+s_position (const s_text_t *t, size_t at, int *line, int *column)
+{
+    *line = 1;
+    size_t line_start = 0;
+    for (size_t i = 0; i < at && i < t->len; i++)
+        if (t->start [i] == '\n') {
+            (*line)++;
+            line_start = i + 1;
+        }
+    *column = 1;
+    for (size_t i = line_start; i < at && i < t->len; i++)
+        *column += ((unsigned char) t->start [i] & 0xc0) != 0x80;
+}
+
 static int
-s_document (s_ctx_t *ctx, const json_t *root)
+s_syntax (s_ctx_t *ctx, const s_text_t *t, size_t at, const char *what)
+{
+    int line, column;
+    s_position (t, at, &line, &column);
+    return s_error (ctx, "invalid JSON at line %d, column %d: %s", line, column, what);
+}
+
+static size_t
+s_ws (const s_text_t *t, size_t at)
+{
+    while (at < t->len && (t->start [at] == ' ' || t->start [at] == '\t'
+                        || t->start [at] == '\n' || t->start [at] == '\r'))
+        at++;
+    return at;
+}
+
+//  Find the end of the value starting at *at: brackets matched (strings
+//  respected), or a scalar up to the next delimiter. The value's own syntax
+//  is left to jansson. Returns 0 and sets *end, or -1 with the error set.
+static int
+s_skip_value (s_ctx_t *ctx, const s_text_t *t, size_t at, size_t *end)
+{
+    char stack [2048];          //  jansson's own nesting limit
+    size_t depth = 0;
+    size_t i = at;
+    if (i >= t->len)
+        return s_syntax (ctx, t, i, "unexpected end of input");
+    do {
+        char c = t->start [i];
+        if (c == '"') {
+            for (i++; i < t->len && t->start [i] != '"'; i++)
+                if (t->start [i] == '\\')
+                    i++;
+            if (i >= t->len)
+                return s_syntax (ctx, t, t->len, "unexpected end of input in a string");
+            i++;
+        }
+        else
+        if (c == '{' || c == '[') {
+            if (depth == sizeof stack)
+                return s_syntax (ctx, t, i, "too deeply nested");
+            stack [depth++] = c == '{'? '}': ']';
+            i++;
+        }
+        else
+        if (c == '}' || c == ']') {
+            if (depth == 0 || stack [depth - 1] != c) {
+                char what [40];
+                snprintf (what, sizeof what, "unexpected '%c'", c);
+                return s_syntax (ctx, t, i, what);
+            }
+            depth--;
+            i++;
+        }
+        else
+        if (depth == 0) {
+            //  A scalar: up to a delimiter; jansson judges it.
+            while (i < t->len && !strchr (",]} \t\r\n:", t->start [i]))
+                i++;
+            if (i == at)
+                return s_syntax (ctx, t, i, "a value was expected");
+        }
+        else
+            i++;
+        if (depth > 0 && i >= t->len)
+            return s_syntax (ctx, t, t->len, "unexpected end of input");
+    } while (depth > 0);
+    *end = i;
+    return 0;
+}
+
+//  jansson's verdict on one value (any JSON type).
+static json_t *
+s_load (s_ctx_t *ctx, const s_text_t *t, size_t at, size_t end)
+{
+    json_error_t jerr;
+    json_t *value = json_loadb (t->start + at, end - at,
+                                JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &jerr);
+    if (!value) {
+        size_t pos = (size_t) (jerr.position > 0? jerr.position - 1: 0);
+        s_syntax (ctx, t, at + pos, jerr.text);
+    }
+    return value;
+}
+
+//  The top-level object: ranges of name, key and jobs.
+static int
+s_top (s_ctx_t *ctx, const s_text_t *t, s_range_t *name, s_range_t *key,
+       s_range_t *jobs)
+{
+    size_t at = s_ws (t, 0);
+    if (at >= t->len)
+        return s_error (ctx, "the document is empty");
+    if (t->start [at] != '{') {
+        size_t end;
+        if (s_skip_value (ctx, t, at, &end))
+            return -1;
+        json_t *v = s_load (ctx, t, at, end);
+        if (!v)
+            return -1;
+        s_error (ctx, "the document must be a JSON object {\"name\": ..., "
+                 "\"jobs\": [...]}, not %s", s_jtype (v));
+        json_decref (v);
+        return -1;
+    }
+    at = s_ws (t, at + 1);
+    if (at < t->len && t->start [at] == '}')
+        at++;
+    else
+    while (true) {
+        if (at >= t->len)
+            return s_syntax (ctx, t, at, "unexpected end of input");
+        if (t->start [at] != '"')
+            return s_syntax (ctx, t, at, "string or '}' expected");
+        size_t end;
+        if (s_skip_value (ctx, t, at, &end))
+            return -1;
+        json_t *k = s_load (ctx, t, at, end);
+        if (!k)
+            return -1;
+        const char *field = json_string_value (k);
+        s_range_t *slot = strcmp (field, "name") == 0? name
+                        : strcmp (field, "key") == 0? key
+                        : strcmp (field, "jobs") == 0? jobs: NULL;
+        if (!slot || json_string_length (k) != strlen (field)) {
+            char q [80];
+            s_error (ctx, "unknown field '%s' at the top level (expected name, key, "
+                     "jobs)", s_quote (field, q, sizeof q));
+            json_decref (k);
+            return -1;
+        }
+        json_decref (k);
+        if (slot->found)
+            return s_syntax (ctx, t, at, "duplicate object key");
+        at = s_ws (t, end);
+        if (at >= t->len || t->start [at] != ':')
+            return s_syntax (ctx, t, at, "':' expected");
+        at = s_ws (t, at + 1);
+        if (s_skip_value (ctx, t, at, &end))
+            return -1;
+        slot->found = true;
+        slot->at = at;
+        slot->end = end;
+        at = s_ws (t, end);
+        if (at < t->len && t->start [at] == ',') {
+            at = s_ws (t, at + 1);
+            continue;
+        }
+        if (at < t->len && t->start [at] == '}') {
+            at++;
+            break;
+        }
+        return s_syntax (ctx, t, at, at < t->len? "',' or '}' expected"
+                                                : "unexpected end of input");
+    }
+    at = s_ws (t, at);
+    if (at < t->len)
+        return s_syntax (ctx, t, at, "end of file expected");
+    return 0;
+}
+
+//  Walk the jobs array. With parse false only count (and check the
+//  structure); with parse true hand each job to s_job.
+static int
+s_jobs_walk (s_ctx_t *ctx, const s_text_t *t, const s_range_t *r, bool parse,
+             size_t *count)
+{
+    size_t at = s_ws (t, r->at + 1);
+    size_t n = 0;
+    if (at < r->end && t->start [at] == ']')
+        at++;
+    else
+    while (true) {
+        size_t end;
+        if (s_skip_value (ctx, t, at, &end))
+            return -1;
+        if (parse) {
+            json_t *job = s_load (ctx, t, at, end);
+            if (!job)
+                return -1;
+            int rc = s_job (ctx, (uint32_t) n, job);
+            json_decref (job);
+            if (rc)
+                return -1;
+        }
+        n++;
+        at = s_ws (t, end);
+        if (at < r->end && t->start [at] == ',') {
+            at = s_ws (t, at + 1);
+            continue;
+        }
+        if (at < r->end && t->start [at] == ']') {
+            at++;
+            break;
+        }
+        return s_syntax (ctx, t, at, "',' or ']' expected");
+    }
+    *count = n;
+    return 0;
+}
+
+static int
+s_document (s_ctx_t *ctx, const s_text_t *t)
 {
     dq_dagdoc_t *doc = ctx->doc;
-    if (!json_is_object (root))
-        return s_error (ctx, "the document must be a JSON object "
-                        "{\"name\": ..., \"jobs\": [...]}, not %s", s_jtype (root));
-    const char *key;
-    json_t *v;
-    json_object_foreach ((json_t *) root, key, v) {
-        if (strcmp (key, "name") && strcmp (key, "key") && strcmp (key, "jobs")) {
-            char q [80];
-            return s_error (ctx, "unknown field '%s' at the top level (expected "
-                            "name, key, jobs)", s_quote (key, q, sizeof q));
-        }
-    }
+    s_range_t name = { 0 }, key = { 0 }, jobs = { 0 };
+    if (s_top (ctx, t, &name, &key, &jobs))
+        return -1;
     doc->name = "";
-    if ((v = json_object_get (root, "name"))) {
+    if (name.found) {
+        json_t *v = s_load (ctx, t, name.at, name.end);
+        if (!v)
+            return -1;
         //  An empty name is allowed: the DAG simply has none.
-        if (json_is_string (v) && json_string_length (v) == 0)
-            ;
-        else
-        if (s_text (ctx, v, "'name'", &doc->name))
+        int rc = json_is_string (v) && json_string_length (v) == 0
+               ? 0: s_text (ctx, v, "'name'", &doc->name);
+        json_decref (v);
+        if (rc)
             return -1;
     }
-    if ((v = json_object_get (root, "key"))
-    &&  s_text (ctx, v, "'key'", &doc->key))
-        return -1;
-    json_t *jobs = json_object_get (root, "jobs");
-    if (!jobs)
+    if (key.found) {
+        json_t *v = s_load (ctx, t, key.at, key.end);
+        if (!v)
+            return -1;
+        int rc = s_text (ctx, v, "'key'", &doc->key);
+        json_decref (v);
+        if (rc)
+            return -1;
+    }
+    if (!jobs.found)
         return s_error (ctx, "'jobs' is required");
-    if (!json_is_array (jobs))
-        return s_error (ctx, "'jobs' must be an array, not %s", s_jtype (jobs));
-    size_t n = json_array_size (jobs);
+    if (t->start [jobs.at] != '[') {
+        json_t *v = s_load (ctx, t, jobs.at, jobs.end);
+        if (!v)
+            return -1;
+        s_error (ctx, "'jobs' must be an array, not %s", s_jtype (v));
+        json_decref (v);
+        return -1;
+    }
+    size_t n;
+    if (s_jobs_walk (ctx, t, &jobs, false, &n))
+        return -1;
     if (n == 0)
         return s_error (ctx, "'jobs' is empty: a DAG needs at least one job");
     if (n > ctx->max_jobs)
@@ -878,9 +1119,8 @@ s_document (s_ctx_t *ctx, const json_t *root)
     if (!doc->jobs || !ctx->table)
         return s_error (ctx, "out of memory");
     doc->njobs = (uint32_t) n;
-    for (uint32_t i = 0; i < n; i++)
-        if (s_job (ctx, i, json_array_get (jobs, i)))
-            return -1;
+    if (s_jobs_walk (ctx, t, &jobs, true, &n))
+        return -1;
     return s_resolve (ctx);
 }
 
@@ -911,24 +1151,13 @@ dq_dagdoc_parse_limits (const char *json, size_t len,
                  max_size);
         return NULL;
     }
-    json_error_t jerr;
-    json_t *root = json_loadb (json, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!root) {
-        if (len == 0 || strspn (json, " \t\r\n") >= len)
-            s_error (&ctx, "the document is empty");
-        else
-            s_error (&ctx, "invalid JSON at line %d, column %d: %s", jerr.line,
-                     jerr.column, jerr.text);
-        return NULL;
-    }
     ctx.doc = calloc (1, sizeof (dq_dagdoc_t));
     if (!ctx.doc) {
-        json_decref (root);
         s_error (&ctx, "out of memory");
         return NULL;
     }
-    int rc = s_document (&ctx, root);
-    json_decref (root);
+    s_text_t text = { json, len };
+    int rc = s_document (&ctx, &text);
     free (ctx.table);
     if (rc)
         dq_dagdoc_destroy (&ctx.doc);

@@ -23,6 +23,20 @@
     (or sets ZSYS_SIGHANDLER=false) first and calls dq_worker_stop itself.
     Pool threads block SIGINT, SIGTERM, SIGHUP and SIGPIPE.
 
+    Protocol (docs/protocol.md): READY on connect, repeated every second
+    until WELCOME (whose heartbeat_ms and liveness then apply); HEARTBEAT
+    after heartbeat_ms without sending; a broker silent for liveness x
+    heartbeat_ms is given up: new socket after 100 ms doubling to 5 s, with
+    jitter, and READY again listing the jobs still held. Each DONE carries
+    its job's sequence number as rid, so an ERROR about it is matched: busy,
+    internal, store_full or unavailable resends it after max(retry_ms, 1 s),
+    other codes drop it. A JOB for an id already held is not run twice: a
+    running one reports under the newer attempt, a succeeded one not yet
+    acknowledged is sent again, a failed one runs again.
+
+    Logging goes through czmq's zsys_* (stdout unless the program calls
+    zsys_set_logstream), never with payloads; per-job lines are DEBUG.
+
     Not done here: running external commands (worker/dq_exec), the built-in
     types (worker/dq_builtins), option parsing (worker/dagq_worker.c).
 */
@@ -69,7 +83,7 @@ typedef struct {
     //  return early. Its result is then discarded.
     atomic_bool *abandoned;
     //  A file descriptor that becomes readable at the same moment (for
-    //  poll()), or -1.
+    //  poll()), or -1 (inline handlers). Owned by the engine: do not close.
     int abandon_fd;
 } dq_task_t;
 

@@ -758,8 +758,11 @@ class CliResult:
             raise AssertionError("%s: output is not JSON (%s): %s" % (self, e, _short(self.stdout)))
 
     def __repr__(self):
+        args = self.argv[1:]
+        shown = " ".join(args) if len(args) <= 12 else "%s ... %s (%d arguments)" % (
+            " ".join(args[:8]), " ".join(args[-2:]), len(args))
         return "<dagq %s: rc=%s stdout=%s stderr=%s>" % (
-            " ".join(self.argv[1:]), self.rc, _short(self.stdout, 300), _short(self.stderr, 300))
+            shown, self.rc, _short(self.stdout, 300), _short(self.stderr, 300))
 
 
 # ---------------------------------------------------------------------------

@@ -251,10 +251,46 @@ test_dagdoc_top_level_errors (void **state)
     (void) state;
     s_expect_error ("", "the document is empty");
     s_expect_error ("  \n ", "the document is empty");
-    s_expect_error_has ("{\"jobs\": [", "invalid JSON at line 1, column 10");
-    s_expect_error_has ("{\"jobs\": []}\n{}", "invalid JSON at line 2");
-    s_expect_error_has ("{\"name\": \"a\", \"name\": \"b\", \"jobs\": []}",
+    s_expect_error ("{\"jobs\": [", "invalid JSON at line 1, column 11: unexpected end of input");
+    s_expect_error ("{\"jobs\": []}\n{}", "invalid JSON at line 2, column 1: end of file expected");
+    s_expect_error ("{\"name\": \"a\", \"name\": \"b\", \"jobs\": []}",
+                    "invalid JSON at line 1, column 15: duplicate object key");
+    s_expect_error ("{\"jobs\": [{\"id\": \"a\", \"type\": \"t\"} {\"id\": \"b\"}]}",
+                    "invalid JSON at line 1, column 36: ',' or ']' expected");
+    s_expect_error ("{\"jobs\": [{\"id\": [\"a\"}]}",
+                    "invalid JSON at line 1, column 22: unexpected '}'");
+    s_expect_error ("{\"jobs\": [{\"id\": \"a\", \"type\": \"t\"}]} x",
+                    "invalid JSON at line 1, column 38: end of file expected");
+    s_expect_error ("{\"jobs\" [] }", "invalid JSON at line 1, column 9: ':' expected");
+    s_expect_error ("{\"jobs\": [] x", "invalid JSON at line 1, column 13: ',' or '}' expected");
+    s_expect_error ("{jobs: []}", "invalid JSON at line 1, column 2: string or '}' expected");
+    s_expect_error ("{\"jobs\": [], }", "invalid JSON at line 1, column 14: string or '}' expected");
+    s_expect_error ("{\"jobs\": [\"unterminated]}", "invalid JSON at line 1, column 26: "
+                    "unexpected end of input in a string");
+    s_expect_error ("{\"jobs\": [,]}", "invalid JSON at line 1, column 11: a value was expected");
+    s_expect_error ("{\"jobs\": }", "invalid JSON at line 1, column 10: unexpected '}'");
+    //  Errors inside a job come from jansson, placed in the whole document.
+    s_expect_error_has ("{\"jobs\": [\n  {\"id\": \"a\", \"type\": \"t\"},\n"
+                        "  {\"id\": \"b\", \"type\": \"t\",}\n]}",
+                        "invalid JSON at line 3, column 27: string or '}' expected");
+    s_expect_error_has ("{\"jobs\": [{\"id\": \"a\", \"id\": \"b\", \"type\": \"t\"}]}",
                         "duplicate object key");
+    s_expect_error_has ("{\"jobs\": [{\"id\": \"a\", \"type\": tru}]}", "invalid JSON at line 1");
+    s_expect_error_has ("{\"name\": nul, \"jobs\": []}", "invalid JSON at line 1");
+    s_expect_error_has ("{\"jobs\": [{\"id\": \"a\\u0000b\", \"type\": \"t\"}]}",
+                        "invalid JSON");
+    s_expect_error ("\"just a string\"",
+                    "the document must be a JSON object {\"name\": ..., \"jobs\": [...]}, "
+                    "not a string");
+    s_expect_error ("42", "the document must be a JSON object {\"name\": ..., \"jobs\": [...]}, "
+                    "not an integer");
+    s_expect_error ("{}", "'jobs' is required");
+    s_expect_error ("{\"jobs\": \"x\"}", "'jobs' must be an array, not a string");
+    s_expect_error ("{\"jobs\": [ ] }", "'jobs' is empty: a DAG needs at least one job");
+    s_expect_error ("{\"job\\u0073\": [1]}", "jobs[0]: must be an object, not an integer");
+    s_expect_error ("{\"jobs\\u0000\": []}", "invalid JSON at line 1, column 13: "
+                    "\\u0000 is not allowed without JSON_ALLOW_NUL near '\"jobs\\u0000\"'");
+    s_expect_error ("[1, 2", "invalid JSON at line 1, column 6: unexpected end of input");
     s_expect_error ("[1, 2]",
                     "the document must be a JSON object {\"name\": ..., \"jobs\": [...]}, "
                     "not an array");
