@@ -30,7 +30,7 @@ DO_BUILD=1
 RUN_TIMEOUT=600            # seconds, per bench run
 
 usage () {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do

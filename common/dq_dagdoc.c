@@ -53,7 +53,10 @@ typedef struct {
     uint32_t max_deps;
     uint32_t *table;            //  local id hash: job index + 1, 0 = empty
     size_t mask;                //  table size - 1 (a power of two)
-    char where [400];           //  "jobs[3] (id 'ocr')" for messages
+    bool in_job;                //  the fields below are set
+    uint32_t job;               //  index of the job being read
+    const char *job_id;         //  its local id, or NULL before it is known
+    char where [400];           //  "jobs[3] (id 'ocr')", made by s_where
 } s_ctx_t;
 
 static const char *s_job_fields [] = {
@@ -180,16 +183,30 @@ s_jtype (const json_t *v)
     }
 }
 
+//  Note which job is being read; its description is only formatted when a
+//  message needs it (s_where), which keeps a million-job parse cheap.
 static void
 s_set_where (s_ctx_t *ctx, uint32_t i, const char *id)
 {
-    if (id) {
+    ctx->in_job = true;
+    ctx->job = i;
+    ctx->job_id = id;
+}
+
+static const char *
+s_where (s_ctx_t *ctx)
+{
+    if (!ctx->in_job)
+        ctx->where [0] = 0;
+    else
+    if (ctx->job_id) {
         char q [80];
-        snprintf (ctx->where, sizeof ctx->where, "jobs[%u] (id '%s')", i,
-                  s_quote (id, q, sizeof q));
+        snprintf (ctx->where, sizeof ctx->where, "jobs[%u] (id '%s')", ctx->job,
+                  s_quote (ctx->job_id, q, sizeof q));
     }
     else
-        snprintf (ctx->where, sizeof ctx->where, "jobs[%u]", i);
+        snprintf (ctx->where, sizeof ctx->where, "jobs[%u]", ctx->job);
+    return ctx->where;
 }
 
 //  A text field: non-empty string of at most DQ_DAGDOC_TEXT_MAX bytes with
@@ -197,22 +214,31 @@ s_set_where (s_ctx_t *ctx, uint32_t i, const char *id)
 static int
 s_text (s_ctx_t *ctx, const json_t *v, const char *what, const char **out)
 {
-    const char *where = ctx->where [0]? ctx->where: "";
-    const char *sep = ctx->where [0]? ": ": "";
-    if (!json_is_string (v))
-        return s_error (ctx, "%s%s%s must be a string, not %s", where, sep,
-                        what, s_jtype (v));
+    const char *problem = NULL;
+    char detail [80];
     const char *s = json_string_value (v);
     size_t len = json_string_length (v);
+    if (!json_is_string (v)) {
+        snprintf (detail, sizeof detail, "must be a string, not %s", s_jtype (v));
+        problem = detail;
+    }
+    else
     if (len == 0)
-        return s_error (ctx, "%s%s%s must not be empty", where, sep, what);
-    if (len > DQ_DAGDOC_TEXT_MAX)
-        return s_error (ctx, "%s%s%s is %zu bytes, over the limit of %d",
-                        where, sep, what, len, DQ_DAGDOC_TEXT_MAX);
-    for (size_t i = 0; i < len; i++)
+        problem = "must not be empty";
+    else
+    if (len > DQ_DAGDOC_TEXT_MAX) {
+        snprintf (detail, sizeof detail, "is %zu bytes, over the limit of %d",
+                  len, DQ_DAGDOC_TEXT_MAX);
+        problem = detail;
+    }
+    else
+    for (size_t i = 0; i < len && !problem; i++)
         if ((unsigned char) s [i] < 0x20 || s [i] == 0x7f)
-            return s_error (ctx, "%s%s%s must not contain control characters",
-                            where, sep, what);
+            problem = "must not contain control characters";
+    if (problem) {
+        const char *where = s_where (ctx);
+        return s_error (ctx, "%s%s%s %s", where, *where? ": ": "", what, problem);
+    }
     *out = s_strdup (ctx->doc, s, len);
     if (!*out)
         return s_error (ctx, "out of memory");
@@ -423,21 +449,21 @@ s_base64 (s_ctx_t *ctx, dq_jobspec_t *spec, const char *s, size_t len)
             if (c == '=')
                 return s_error (ctx, "%s: 'payload_base64' is not valid base64: "
                                 "'=' padding at offset %zu is not at the end",
-                                ctx->where, i);
+                                s_where (ctx), i);
             if ((unsigned char) c < 0x20 || (unsigned char) c >= 0x7f)
                 return s_error (ctx, "%s: 'payload_base64' is not valid base64: "
-                                "byte 0x%02x at offset %zu", ctx->where,
+                                "byte 0x%02x at offset %zu", s_where (ctx),
                                 (unsigned char) c, i);
             return s_error (ctx, "%s: 'payload_base64' is not valid base64: "
-                            "character '%c' at offset %zu", ctx->where, c, i);
+                            "character '%c' at offset %zu", s_where (ctx), c, i);
         }
     if (n % 4 == 1 || (pad && (n + pad) % 4 != 0))
         return s_error (ctx, "%s: 'payload_base64' is not valid base64: "
-                        "its length (%zu) is impossible", ctx->where, len);
+                        "its length (%zu) is impossible", s_where (ctx), len);
     size_t size = n / 4 * 3 + (n % 4? n % 4 - 1: 0);
     if (size > DQ_PROTO_PAYLOAD_MAX)
         return s_error (ctx, "%s: payload is %zu bytes, over the limit of %u",
-                        ctx->where, size, DQ_PROTO_PAYLOAD_MAX);
+                        s_where (ctx), size, DQ_PROTO_PAYLOAD_MAX);
     unsigned char *out = s_alloc (ctx->doc, size);
     if (!out)
         return s_error (ctx, "out of memory");
@@ -466,31 +492,43 @@ s_payload (s_ctx_t *ctx, dq_jobspec_t *spec, const json_t *job)
     json_t *b64 = json_object_get (job, "payload_base64");
     if ((json != NULL) + (text != NULL) + (b64 != NULL) > 1)
         return s_error (ctx, "%s: give at most one of 'payload', 'payload_text' "
-                        "and 'payload_base64'", ctx->where);
+                        "and 'payload_base64'", s_where (ctx));
     if (json) {
         s_buf_t b = { NULL, 0, 0, false };
         s_dump (&b, json);
         if (b.over) {
             free (b.data);
             return s_error (ctx, "%s: 'payload' is over the limit of %u bytes "
-                            "as JSON text", ctx->where, DQ_PROTO_PAYLOAD_MAX);
+                            "as JSON text", s_where (ctx), DQ_PROTO_PAYLOAD_MAX);
         }
-        if (s_adopt (ctx->doc, b.data, b.size)) {
+        //  Small texts are copied into the arena; big ones are adopted.
+        if (b.size < DQ_DAGDOC_BIG_ITEM) {
+            char *copy = s_alloc (ctx->doc, b.size);
+            if (copy && b.size)
+                memcpy (copy, b.data, b.size);
             free (b.data);
-            return s_error (ctx, "out of memory");
+            if (!copy)
+                return s_error (ctx, "out of memory");
+            spec->payload = copy;
         }
-        spec->payload = b.data;
+        else {
+            if (s_adopt (ctx->doc, b.data, b.size)) {
+                free (b.data);
+                return s_error (ctx, "out of memory");
+            }
+            spec->payload = b.data;
+        }
         spec->payload_size = b.size;
         return 0;
     }
     if (text) {
         if (!json_is_string (text))
             return s_error (ctx, "%s: 'payload_text' must be a string, not %s",
-                            ctx->where, s_jtype (text));
+                            s_where (ctx), s_jtype (text));
         size_t len = json_string_length (text);
         if (len > DQ_PROTO_PAYLOAD_MAX)
             return s_error (ctx, "%s: payload is %zu bytes, over the limit of %u",
-                            ctx->where, len, DQ_PROTO_PAYLOAD_MAX);
+                            s_where (ctx), len, DQ_PROTO_PAYLOAD_MAX);
         spec->payload = s_strdup (ctx->doc, json_string_value (text), len);
         if (!spec->payload)
             return s_error (ctx, "out of memory");
@@ -500,7 +538,7 @@ s_payload (s_ctx_t *ctx, dq_jobspec_t *spec, const json_t *job)
     if (b64) {
         if (!json_is_string (b64))
             return s_error (ctx, "%s: 'payload_base64' must be a string, not %s",
-                            ctx->where, s_jtype (b64));
+                            s_where (ctx), s_jtype (b64));
         return s_base64 (ctx, spec, json_string_value (b64), json_string_length (b64));
     }
     return 0;
@@ -517,11 +555,11 @@ s_seconds (s_ctx_t *ctx, const json_t *v, const char *field, double max,
 {
     if (!json_is_number (v))
         return s_error (ctx, "%s: '%s' must be a number of seconds, not %s",
-                        ctx->where, field, s_jtype (v));
+                        s_where (ctx), field, s_jtype (v));
     double s = json_number_value (v);
     if (!(s >= 0 && s <= max))
         return s_error (ctx, "%s: '%s' must be from 0 to %.0f seconds",
-                        ctx->where, field, max);
+                        s_where (ctx), field, max);
     *ms = (uint64_t) (s * 1000.0 + 0.5);   //  s >= 0: rounds to nearest
     if (s > 0 && *ms == 0)
         *ms = 1;
@@ -545,11 +583,19 @@ s_type_ok (const char *t, size_t len)
 
 //  One depends_on entry: a string, or {"id": ..., "on_failure": ...}. The
 //  name goes into dep->id with idx -2 ("unresolved") for pass two.
+//  "jobs[3] (id 'ocr'): depends_on[1]", for messages.
+static const char *
+s_dep_where (s_ctx_t *ctx, size_t k, char *buf, size_t size)
+{
+    snprintf (buf, size, "%s: depends_on[%zu]", s_where (ctx), k);
+    return buf;
+}
+
+#define S_AT s_dep_where (ctx, k, where, sizeof where)
 static int
 s_dep (s_ctx_t *ctx, dq_dep_t *dep, const json_t *v, size_t k)
 {
     char where [440];
-    snprintf (where, sizeof where, "%s: depends_on[%zu]", ctx->where, k);
     const json_t *id = v;
     dep->idx = -2;
     dep->run_on_failure = false;
@@ -560,12 +606,12 @@ s_dep (s_ctx_t *ctx, dq_dep_t *dep, const json_t *v, size_t k)
             if (strcmp (key, "id") && strcmp (key, "on_failure")) {
                 char q [80];
                 return s_error (ctx, "%s: unknown field '%s' (expected id, "
-                                "on_failure)", where, s_quote (key, q, sizeof q));
+                                "on_failure)", S_AT, s_quote (key, q, sizeof q));
             }
         }
         id = json_object_get (v, "id");
         if (!id)
-            return s_error (ctx, "%s: 'id' is required", where);
+            return s_error (ctx, "%s: 'id' is required", S_AT);
         json_t *policy = json_object_get (v, "on_failure");
         if (policy) {
             const char *p = json_string_value (policy);
@@ -574,38 +620,39 @@ s_dep (s_ctx_t *ctx, dq_dep_t *dep, const json_t *v, size_t k)
             else
             if (!(p && strcmp (p, "skip") == 0 && json_string_length (policy) == 4))
                 return s_error (ctx, "%s: 'on_failure' must be \"run\" or \"skip\"",
-                                where);
+                                S_AT);
         }
         if (!json_is_string (id))
-            return s_error (ctx, "%s: 'id' must be a string, not %s", where,
+            return s_error (ctx, "%s: 'id' must be a string, not %s", S_AT,
                             s_jtype (id));
     }
     else
     if (!json_is_string (v))
         return s_error (ctx, "%s: must be a job id (string) or an object "
                         "{\"id\": ..., \"on_failure\": \"run\"|\"skip\"}, not %s",
-                        where, s_jtype (v));
+                        S_AT, s_jtype (v));
     size_t len = json_string_length (id);
     const char *s = json_string_value (id);
     if (len == 0 || len > DQ_DAGDOC_TEXT_MAX || strlen (s) != len)
-        return s_error (ctx, "%s: a job id must be 1 to %d bytes", where,
+        return s_error (ctx, "%s: a job id must be 1 to %d bytes", S_AT,
                         DQ_DAGDOC_TEXT_MAX);
     dep->id = s_strdup (ctx->doc, s, len);
     if (!dep->id)
         return s_error (ctx, "out of memory");
     return 0;
 }
+#undef S_AT
 
 static int
 s_depends_on (s_ctx_t *ctx, dq_jobspec_t *spec, const json_t *v)
 {
     if (!json_is_array (v))
         return s_error (ctx, "%s: 'depends_on' must be an array, not %s",
-                        ctx->where, s_jtype (v));
+                        s_where (ctx), s_jtype (v));
     size_t n = json_array_size (v);
     if (n > ctx->max_deps)
         return s_error (ctx, "%s: 'depends_on' has %zu entries, over the limit "
-                        "of %u", ctx->where, n, ctx->max_deps);
+                        "of %u", s_where (ctx), n, ctx->max_deps);
     if (n == 0)
         return 0;
     spec->deps = s_alloc (ctx->doc, n * sizeof (dq_dep_t));
@@ -625,17 +672,17 @@ s_job (s_ctx_t *ctx, uint32_t i, const json_t *job)
     dq_jobspec_t *spec = &ctx->doc->jobs [i];
     s_set_where (ctx, i, NULL);
     if (!json_is_object (job))
-        return s_error (ctx, "%s: must be an object, not %s", ctx->where,
+        return s_error (ctx, "%s: must be an object, not %s", s_where (ctx),
                         s_jtype (job));
     json_t *v = json_object_get (job, "id");
     if (!v)
-        return s_error (ctx, "%s: 'id' is required", ctx->where);
+        return s_error (ctx, "%s: 'id' is required", s_where (ctx));
     if (s_text (ctx, v, "'id'", &spec->name))
         return -1;
     s_set_where (ctx, i, spec->name);
     int64_t other = s_insert (ctx, i);
     if (other >= 0)
-        return s_error (ctx, "%s: duplicate id (also jobs[%lld])", ctx->where,
+        return s_error (ctx, "%s: duplicate id (also jobs[%lld])", s_where (ctx),
                         (long long) other);
 
     const char *key;
@@ -646,21 +693,21 @@ s_job (s_ctx_t *ctx, uint32_t i, const json_t *job)
         if (!known) {
             char q [80];
             return s_error (ctx, "%s: unknown field '%s' (expected "
-                            S_JOB_FIELDS_TEXT ")", ctx->where,
+                            S_JOB_FIELDS_TEXT ")", s_where (ctx),
                             s_quote (key, q, sizeof q));
         }
     }
 
     v = json_object_get (job, "type");
     if (!v)
-        return s_error (ctx, "%s: 'type' is required", ctx->where);
+        return s_error (ctx, "%s: 'type' is required", s_where (ctx));
     if (!json_is_string (v))
-        return s_error (ctx, "%s: 'type' must be a string, not %s", ctx->where,
+        return s_error (ctx, "%s: 'type' must be a string, not %s", s_where (ctx),
                         s_jtype (v));
     if (!s_type_ok (json_string_value (v), json_string_length (v))) {
         char q [80];
         return s_error (ctx, "%s: 'type' must be 1 to %d characters from "
-                        "[A-Za-z0-9_.:-], not '%s'", ctx->where, DQ_PROTO_TYPE_MAX,
+                        "[A-Za-z0-9_.:-], not '%s'", s_where (ctx), DQ_PROTO_TYPE_MAX,
                         s_quote (json_string_value (v), q, sizeof q));
     }
     spec->type = s_strdup (ctx->doc, json_string_value (v), json_string_length (v));
@@ -674,14 +721,14 @@ s_job (s_ctx_t *ctx, uint32_t i, const json_t *job)
         if (!json_is_integer (v) || json_integer_value (v) < INT32_MIN
         ||  json_integer_value (v) > INT32_MAX)
             return s_error (ctx, "%s: 'priority' must be an integer from %d to %d",
-                            ctx->where, INT32_MIN, INT32_MAX);
+                            s_where (ctx), INT32_MIN, INT32_MAX);
         spec->priority = (int32_t) json_integer_value (v);
     }
     if ((v = json_object_get (job, "attempts"))) {
         if (!json_is_integer (v) || json_integer_value (v) < 1
         ||  json_integer_value (v) > DQ_DAGDOC_ATTEMPTS_MAX)
             return s_error (ctx, "%s: 'attempts' must be an integer from 1 to %d",
-                            ctx->where, DQ_DAGDOC_ATTEMPTS_MAX);
+                            s_where (ctx), DQ_DAGDOC_ATTEMPTS_MAX);
         spec->attempts = (uint32_t) json_integer_value (v);
     }
     uint64_t ms;
@@ -746,14 +793,14 @@ s_resolve (s_ctx_t *ctx)
             if (j == i) {
                 s_set_where (ctx, i, spec->name);
                 rc = s_error (ctx, "%s: depends_on[%u]: a job cannot depend on "
-                              "itself", ctx->where, k);
+                              "itself", s_where (ctx), k);
                 break;
             }
             if (j >= 0) {
                 if (seen [j] == i + 1) {
                     s_set_where (ctx, i, spec->name);
                     rc = s_error (ctx, "%s: depends_on[%u]: '%s' is already "
-                                  "listed (depends_on[%u])", ctx->where, k,
+                                  "listed (depends_on[%u])", s_where (ctx), k,
                                   s_quote (dep->id, q, sizeof q), seen_at [j]);
                     break;
                 }
@@ -767,7 +814,7 @@ s_resolve (s_ctx_t *ctx)
                 s_set_where (ctx, i, spec->name);
                 rc = s_error (ctx, "%s: depends_on[%u]: unknown job '%s' "
                               "\xe2\x80\x94 not in this document and not a job id",
-                              ctx->where, k, s_quote (dep->id, q, sizeof q));
+                              s_where (ctx), k, s_quote (dep->id, q, sizeof q));
                 break;
             }
             dep->idx = -1;
@@ -794,7 +841,7 @@ s_resolve (s_ctx_t *ctx)
             char q [80];
             s_set_where (ctx, i, spec->name);
             rc = s_error (ctx, "%s: depends_on[%u]: '%s' is already listed "
-                          "(depends_on[%u])", ctx->where, best,
+                          "(depends_on[%u])", s_where (ctx), best,
                           s_quote (spec->deps [best].id, q, sizeof q), first);
         }
     }

@@ -153,6 +153,13 @@ s_timeout (dq_gwlink_t *self, const dq_gwop_t *op)
     return op && op->timeout_ms? op->timeout_ms: self->cfg.timeout_ms;
 }
 
+//  Calls that answer requests count as in flight; polls and pings do not.
+static bool
+s_counted (s_call_kind_t kind)
+{
+    return kind == S_CALL_OP || kind == S_CALL_BATCH || kind == S_CALL_WAIT_RESULT;
+}
+
 static s_call_t *
 s_call_new (dq_gwlink_t *self, s_call_kind_t kind, uint32_t nops, uint32_t timeout_ms)
 {
@@ -170,13 +177,14 @@ s_call_new (dq_gwlink_t *self, s_call_kind_t kind, uint32_t nops, uint32_t timeo
     call->interval = S_RESEND_FIRST_MS;
     if (dq_idmap_put (self->calls, call->rid, call))
         assert (false);      //  rids are unique and never 0
+    if (s_counted (kind))
+        atomic_fetch_add_explicit (&self->n_inflight, 1, memory_order_relaxed);
     call->prev = self->calls_tail;
     if (self->calls_tail)
         self->calls_tail->next = call;
     else
         self->calls_head = call;
     self->calls_tail = call;
-    atomic_fetch_add_explicit (&self->n_inflight, 1, memory_order_relaxed);
     return call;
 }
 
@@ -195,7 +203,8 @@ s_call_destroy (dq_gwlink_t *self, s_call_t *call)
         self->calls_tail = call->prev;
     if (call->kind == S_CALL_BATCH && self->batches_out)
         self->batches_out--;
-    atomic_fetch_sub_explicit (&self->n_inflight, 1, memory_order_relaxed);
+    if (s_counted (call->kind))
+        atomic_fetch_sub_explicit (&self->n_inflight, 1, memory_order_relaxed);
     free (call->ops);
     free (call->specs);
     free (call->ids);

@@ -108,7 +108,7 @@ typedef struct {
     uint64_t timeouts;          //  requests given up (503)
     uint64_t splits;            //  batches refused whole and re-sent one by one
     uint64_t reconnects;        //  DEALER sockets recreated
-    uint64_t inflight;          //  requests sent and not answered (gauge)
+    uint64_t inflight;          //  client requests at the broker, unanswered (gauge)
     uint64_t waiting;           //  jobs held for ?wait (gauge)
 } dq_gwlink_stats_t;
 

@@ -105,12 +105,18 @@ s_type_ok (const char *t)
 }
 
 typedef struct {
+    char *type;                  //  copy of TYPE (argv stays as given, for ps)
+    const char *command;         //  points into argv
+} s_handler_opt_t;
+
+typedef struct {
     const char *broker, *name, *curve_cert, *broker_cert;
     const char *concurrency, *grace, *max_output, *log_level;
     const char *concurrency_from, *grace_from, *max_output_from, *log_level_from;
     bool builtins, verbose;
     char **handlers;             //  "TYPE=COMMAND" as given
     int nhandlers;
+    s_handler_opt_t *parsed;     //  nhandlers of them, once validated
 } s_opts_t;
 
 enum {
@@ -142,8 +148,12 @@ main (int argc, char *argv [])
     o.log_level = s_env ("DAGQ_LOG_LEVEL");
     o.log_level_from = "DAGQ_LOG_LEVEL";
     o.handlers = calloc ((size_t) argc + 1, sizeof (char *));
-    if (!o.handlers)
+    o.parsed = calloc ((size_t) argc + 1, sizeof (s_handler_opt_t));
+    if (!o.handlers || !o.parsed) {
+        free (o.handlers);
+        free (o.parsed);
         return S_EXIT_FAILED;
+    }
 
     static const struct option longopts [] = {
         { "broker",      required_argument, NULL, 'b' },
@@ -164,6 +174,7 @@ main (int argc, char *argv [])
     opterr = 0;
     int opt;
     int rc = S_EXIT_USAGE;
+    dq_worker_t *worker = NULL;
     while ((opt = getopt_long (argc, argv, ":b:c:n:g:vhV", longopts, NULL)) != -1) {
         switch (opt) {
             case 'b': o.broker = optarg; break;
@@ -185,21 +196,20 @@ main (int argc, char *argv [])
                 break;
             case 'h':
                 s_usage (stdout);
-                free (o.handlers);
-                return S_EXIT_OK;
+                rc = S_EXIT_OK;
+                goto out;
             case 'V':
                 printf ("dagq-worker %s\n", DAGQ_VERSION);
-                free (o.handlers);
-                return S_EXIT_OK;
+                rc = S_EXIT_OK;
+                goto out;
             case ':':
-                free (o.handlers);
-                return s_usage_error ("option '%s' needs a value%s", argv [optind - 1], "");
+                s_usage_error ("option '%s' needs a value%s", argv [optind - 1], "");
+                goto out;
             default:
-                free (o.handlers);
-                return s_usage_error ("unknown option '%s'%s", argv [optind - 1], "");
+                s_usage_error ("unknown option '%s'%s", argv [optind - 1], "");
+                goto out;
         }
     }
-    dq_worker_t *worker = NULL;
     if (optind < argc) {
         s_usage_error ("unexpected argument '%s'%s", argv [optind], "");
         goto out;
@@ -261,15 +271,18 @@ main (int argc, char *argv [])
                      o.handlers [i]);
             goto out;
         }
-        *eq = 0;
-        const char *type = o.handlers [i];
+        char *type = strndup (o.handlers [i], (size_t) (eq - o.handlers [i]));
+        if (!type)
+            goto out;
+        o.parsed [i].type = type;
+        o.parsed [i].command = eq + 1;
         if (!s_type_ok (type)) {
             fprintf (stderr, "dagq-worker: --handler: type '%s' must be 1 to %d "
                      "characters from A-Z a-z 0-9 _ . : -\n", type, DQ_PROTO_TYPE_MAX);
             goto out;
         }
         for (int k = 0; k < i; k++)
-            if (strcmp (o.handlers [k], type) == 0) {
+            if (strcmp (o.parsed [k].type, type) == 0) {
                 fprintf (stderr, "dagq-worker: --handler: type '%s' given twice\n", type);
                 goto out;
             }
@@ -307,14 +320,11 @@ main (int argc, char *argv [])
                     "libzmq without CURVE)", o.curve_cert, o.broker_cert);
         goto out;
     }
-    for (int i = 0; i < o.nhandlers; i++) {
-        const char *type = o.handlers [i];
-        const char *command = type + strlen (type) + 1;
-        if (dq_exec_register (worker, type, command)) {
-            dq_log_error ("type=%s - cannot register the handler", type);
+    for (int i = 0; i < o.nhandlers; i++)
+        if (dq_exec_register (worker, o.parsed [i].type, o.parsed [i].command)) {
+            dq_log_error ("type=%s - cannot register the handler", o.parsed [i].type);
             goto out;
         }
-    }
     if (o.builtins && dq_builtins_register (worker)) {
         dq_log_error ("cannot register the built-in types");
         goto out;
@@ -326,6 +336,9 @@ main (int argc, char *argv [])
 
 out:
     dq_worker_destroy (&worker);
+    for (int i = 0; i < o.nhandlers; i++)
+        free (o.parsed [i].type);
+    free (o.parsed);
     free (o.handlers);
     return rc;
 }

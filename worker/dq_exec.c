@@ -220,7 +220,8 @@ s_parents_dir (const dq_task_t *task, char *dir, size_t size)
     const char *tmp = getenv ("TMPDIR");
     if (!tmp || !*tmp || strlen (tmp) > size - 32)
         tmp = "/tmp";
-    snprintf (dir, size, "%s/dagq-job-XXXXXX", tmp);
+    //  The pid says whose it is, should a killed worker leave one behind.
+    snprintf (dir, size, "%s/dagq-job-%ld-XXXXXX", tmp, (long) getpid ());
     if (!mkdtemp (dir))
         return -1;
     for (uint32_t i = 0; i < task->nparents; i++) {

@@ -13,7 +13,8 @@
       DAGQ_PARENTS_DIR, a fresh directory holding one file per parent, named
       after the parent's local name (its id if it has none; '/' becomes '_',
       a leading '.' becomes '_'), containing the parent's output. The
-      directory is removed after the job.
+      directory ($TMPDIR or /tmp, named dagq-job-<worker pid>-XXXXXX) is
+      removed after the job (not if the worker is killed with SIGKILL).
     - on the job's timeout (timeout_ms) or when it is abandoned, the whole
       group gets SIGTERM (and SIGCONT), then SIGKILL DQ_EXEC_KILL_GRACE_MS
       later. When the shell exits while background processes still hold its

@@ -778,7 +778,7 @@ class Cluster:
     reported as failures (check_clean_exit=False turns that off).
     """
 
-    def __init__(self, memory=False, broker_args=(), heartbeat_ms=250, liveness=6,
+    def __init__(self, memory=False, broker_args=(), heartbeat_ms=500, liveness=6,
                  retry_base_ms=100, data_dir=None, check_clean_exit=True, name="cluster",
                  start=True):
         self.tmp = make_tmpdir("dagq-%s-" % name)

