@@ -12,7 +12,7 @@
 #
 # Usage: bench/run_core.sh [-w WORKERS] [-n JOBS] [-b BATCH] [--window W]
 #                          [--memory-jobs N] [--no-memory] [--no-build]
-# Environment: BUILD_DIR (default <repo>/build-bench).
+# Environment: BUILD_DIR (default <repo>/build-bench), KEEP_LOGS=1.
 # Exit status: 0 all runs completed, 1 a run failed, 2 usage.
 set -euo pipefail
 
@@ -72,7 +72,7 @@ done
 LOGS=$(mktemp -d /tmp/dagq-bench.XXXXXX)
 PIDS=()
 BROKER_PID=
-KEEP_LOGS=0
+KEEP_LOGS=${KEEP_LOGS:-0}      # 1: keep the logs even on success
 
 # Stop what we started: TERM, a grace period, then KILL.
 stop_pids () {
@@ -117,8 +117,8 @@ port_free () {
 
 # Start a --memory broker on three free ports; sets BROKER_PID, FE, BE, EV.
 start_broker () {
-    local name=$1 try p
-    for try in $(seq 20); do
+    local name=$1 p
+    for _ in $(seq 20); do
         p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
         port_free $p && port_free $((p + 1)) && port_free $((p + 2)) || continue
         FE=tcp://127.0.0.1:$p
@@ -143,9 +143,16 @@ start_broker () {
 
 # Run a bench, show its output, keep its RESULT line in LAST_RESULT.
 run_bench () {
-    local out=$LOGS/run-$1.txt
+    local out=$LOGS/run-$1.txt rc=0 pid
     shift
-    if ! timeout "$RUN_TIMEOUT" "$@" >"$out" 2>&1; then
+    # In the background, so that a signal runs the trap at once rather
+    # than after the bench ends.
+    timeout "$RUN_TIMEOUT" "$@" >"$out" 2>&1 &
+    pid=$!
+    PIDS+=("$pid")
+    wait "$pid" || rc=$?
+    forget_pid "$pid"
+    if [ $rc != 0 ]; then
         cat "$out"
         echo "run_core.sh: bench failed: $*" >&2
         return 1

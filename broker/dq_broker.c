@@ -78,6 +78,7 @@ struct _dq_broker_t {
     dq_dag_t *dag;
     dq_heap_t *timers;       //  jobs by deadline_ms
     char broker_id [32];
+    size_t broker_id_len;
     uint64_t next_seq;
     uint64_t stored_seq;     //  next_seq as last written to the store
     uint64_t unfinished, unfinished_bytes;
@@ -102,16 +103,38 @@ static dq_broker_t *s_signal_target;
 //  ---------------------------------------------------------------------------
 //  Ids: "<broker>-<seq>" for jobs, "<broker>-d<seq>" for DAGs.
 
+//  Ids are formatted for every message about a job: no snprintf.
+static void
+s_format_id (dq_broker_t *self, bool dag, uint64_t seq, char *buf)
+{
+    if (!self->broker_id_len)
+        self->broker_id_len = strlen (self->broker_id);
+    size_t n = self->broker_id_len;
+    memcpy (buf, self->broker_id, n);
+    buf [n++] = '-';
+    if (dag)
+        buf [n++] = 'd';
+    char digits [24];
+    int k = 0;
+    do {
+        digits [k++] = (char) ('0' + seq % 10);
+        seq /= 10;
+    } while (seq);
+    while (k)
+        buf [n++] = digits [--k];
+    buf [n] = 0;
+}
+
 static void
 s_job_id (dq_broker_t *self, uint64_t seq, char *buf)
 {
-    snprintf (buf, DQ_ID_MAX, "%s-%" PRIu64, self->broker_id, seq);
+    s_format_id (self, false, seq, buf);
 }
 
 static void
 s_dag_id (dq_broker_t *self, uint64_t seq, char *buf)
 {
-    snprintf (buf, DQ_ID_MAX, "%s-d%" PRIu64, self->broker_id, seq);
+    s_format_id (self, true, seq, buf);
 }
 
 //  Parse an id of this broker. Returns 0 and the sequence, -1 if malformed
@@ -607,7 +630,7 @@ s_on_skip (void *arg, dq_dag_node_t *node, dq_dag_node_t *cause)
     char why [160], cause_id [DQ_ID_MAX];
     s_job_id (self, cause->id, cause_id);
     dq_bjob_t *c = (dq_bjob_t *) cause;
-    snprintf (why, sizeof why, "skipped: parent %s%s%s%s %s", cause_id,
+    snprintf (why, sizeof why, "parent %s%s%s%s %s", cause_id,
               c->name? " (": "", c->name? c->name: "", c->name? ")": "",
               dq_state_str (c->state));
     s_terminal (self, job, DQ_STATE_SKIPPED, NULL, 0, why, cause->id);
@@ -2131,13 +2154,15 @@ dq_broker_run (dq_broker_t *self)
             break;
         self->now = dq_now_ms ();
         //  1-2. a bounded batch, backend first
+        //  A socket that said "nothing" is not asked again this turn: an
+        //  empty read costs libzmq a system call.
         uint32_t n = 0;
-        while (n < self->cfg.batch && !self->stopping) {
-            bool any = s_read_one (self, self->be, s_worker_handlers);
-            any |= s_read_one (self, self->fe, s_client_handlers);
-            if (!any)
-                break;
-            n += 2;
+        bool be_more = true, fe_more = true;
+        while (n < self->cfg.batch && (be_more || fe_more) && !self->stopping) {
+            if (be_more && (be_more = s_read_one (self, self->be, s_worker_handlers)))
+                n++;
+            if (fe_more && (fe_more = s_read_one (self, self->fe, s_client_handlers)))
+                n++;
         }
         //  3-4. deadlines, then hand out ready jobs
         s_run_timers (self);

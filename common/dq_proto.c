@@ -419,21 +419,75 @@ s_emit_msg (s_w_t *w, const void *item)
     }
 }
 
+//  A growable output buffer sized from the message, so small messages cost
+//  one small allocation (msgpack's sbuffer starts at 8 KiB).
+typedef struct {
+    char *data;
+    size_t size, alloc;
+} s_buf_t;
+
+static int
+s_buf_write (void *data, const char *buf, size_t len)
+{
+    s_buf_t *b = data;
+    if (b->size + len > b->alloc) {
+        size_t alloc = b->alloc? b->alloc: 256;
+        while (alloc < b->size + len)
+            alloc *= 2;
+        char *p = realloc (b->data, alloc);
+        if (!p)
+            return -1;
+        b->data = p;
+        b->alloc = alloc;
+    }
+    memcpy (b->data + b->size, buf, len);
+    b->size += len;
+    return 0;
+}
+
+//  Like s_buf_write, but the buffer may start on the stack (events).
+static int
+s_buf_write_event (void *data, const char *buf, size_t len)
+{
+    s_buf_t *b = data;
+    if (b->size + len > b->alloc) {
+        size_t alloc = b->alloc * 2;
+        while (alloc < b->size + len)
+            alloc *= 2;
+        char *p = malloc (alloc);
+        if (!p)
+            return -1;
+        memcpy (p, b->data, b->size);
+        if (b->alloc > 256)
+            free (b->data);
+        b->data = p;
+        b->alloc = alloc;
+    }
+    memcpy (b->data + b->size, buf, len);
+    b->size += len;
+    return 0;
+}
+
 int
 dq_msg_encode (const dq_msg_t *self, void **data, size_t *size)
 {
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
+    s_buf_t buf = { NULL, 0, 0 };
+    buf.alloc = 192 + self->payload_size + self->output_size;
+    if (self->payload_size + self->output_size > DQ_PROTO_BODY_MAX)
+        return -1;
+    buf.data = malloc (buf.alloc);
+    if (!buf.data)
+        return -1;
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_packer_init (&pk, &buf, s_buf_write);
     bool too_big = false;
     s_pack_map (&pk, s_emit_msg, self, &too_big);
-    if (too_big || sbuf.size > DQ_PROTO_BODY_MAX) {
-        msgpack_sbuffer_destroy (&sbuf);
+    if (too_big || buf.size > DQ_PROTO_BODY_MAX) {
+        free (buf.data);
         return -1;
     }
-    *data = sbuf.data;          //  malloc'd by the sbuffer: caller frees
-    *size = sbuf.size;
+    *data = buf.data;           //  caller frees
+    *size = buf.size;
     return 0;
 }
 
@@ -590,7 +644,9 @@ s_walk (const uint8_t *d, size_t size, size_t *pos, int depth)
 //  Decoding
 
 typedef struct {
-    msgpack_unpacked unp;
+    msgpack_zone zone;          //  decoded objects and copied strings
+    bool have_zone;
+    msgpack_object root;
     zmq_msg_t frame;            //  the body, when received from a socket
     bool have_frame;
     void *copy;                 //  the body, when decoded from a buffer
@@ -1177,14 +1233,21 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
     }
     self->cmd = c;
     self->priv_ = priv;
-    msgpack_unpacked_init (&priv->unp);
+    //  One zone chunk sized from the body holds most messages whole.
+    size_t chunk = 512 + body_size / 2;
+    if (!msgpack_zone_init (&priv->zone, chunk > (1u << 20)? (1u << 20): chunk)) {
+        s_fail (&d, DQ_ERR_INTERNAL, "out of memory%s", "");
+        goto fail;
+    }
+    priv->have_zone = true;
     size_t off = 0;
-    if (msgpack_unpack_next (&priv->unp, body, body_size, &off) != MSGPACK_UNPACK_SUCCESS) {
+    if (msgpack_unpack (body, body_size, &off, &priv->zone, &priv->root)
+            != MSGPACK_UNPACK_SUCCESS) {
         s_fail (&d, DQ_ERR_INVALID, "body is not valid msgpack%s", "");
         goto fail;
     }
-    d.zone = priv->unp.zone;
-    if (s_read_map (&d, &priv->unp.data, "body", s_msg_field, self)
+    d.zone = &priv->zone;
+    if (s_read_map (&d, &priv->root, "body", s_msg_field, self)
     ||  s_check (&d, self))
         goto fail;
     *err = DQ_OK;
@@ -1234,7 +1297,8 @@ dq_msg_destroy (dq_msg_t **self_p)
     dq_msg_t *self = *self_p;
     s_priv_t *priv = self->priv_;
     if (priv) {
-        msgpack_unpacked_destroy (&priv->unp);
+        if (priv->have_zone)
+            msgpack_zone_destroy (&priv->zone);
         if (priv->have_frame)
             zmq_msg_close (&priv->frame);
         free (priv->copy);
@@ -1294,10 +1358,20 @@ dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
     int nf = 0;
     for (nf = 0; nf < 3; nf++) {
         zmq_msg_init (&f [nf]);
-        if (zmq_msg_recv (&f [nf], sock, nf == 0? flags: 0) == -1) {
+        //  Inside a started message (after a frame or the routing id) the
+        //  rest is already there: a signal must not make us leave it
+        //  half read, or its next frame would pass for a new message.
+        bool started = nf > 0 || routing_id;
+        int rc;
+        do
+            rc = zmq_msg_recv (&f [nf], sock, nf == 0? flags: 0);
+        while (rc == -1 && started && errno == EINTR);
+        if (rc == -1) {
             zmq_msg_close (&f [nf]);
             for (int i = 0; i < nf; i++)
                 zmq_msg_close (&f [i]);
+            if (started)
+                s_drain (sock);
             return NULL;            //  nothing (EAGAIN / EINTR)
         }
         flags &= ~ZMQ_DONTWAIT;
@@ -1355,25 +1429,25 @@ s_emit_event (s_w_t *w, const void *item)
 int
 dq_event_send (const dq_event_t *ev, void *pub, int flags)
 {
-    if (!ev->kind || !ev->id)
-        return -1;
     char topic [600];
     int n = snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
                       dq_state_str (ev->state));
     if (n < 0 || (size_t) n >= sizeof topic)
         return -1;
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
+    char small [256];
+    s_buf_t buf = { small, 0, sizeof small };
     msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_packer_init (&pk, &buf, s_buf_write_event);
     bool too_big = false;
     s_pack_map (&pk, s_emit_event, ev, &too_big);
     int rc = -1;
-    if (!too_big
+    if (buf.data
+    &&  !too_big
     &&  zmq_send (pub, topic, (size_t) n, ZMQ_SNDMORE | flags) != -1
-    &&  zmq_send (pub, sbuf.data, sbuf.size, flags) != -1)
+    &&  zmq_send (pub, buf.data, buf.size, flags) != -1)
         rc = 0;
-    msgpack_sbuffer_destroy (&sbuf);
+    if (buf.data != small)
+        free (buf.data);
     return rc;
 }
 

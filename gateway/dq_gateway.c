@@ -907,6 +907,14 @@ s_json_kind (const json_t *v)
     }
 }
 
+//  A JSON string usable as C text (no NUL inside), or NULL.
+static const char *
+s_json_cstr (const json_t *v)
+{
+    const char *s = json_string_value (v);
+    return s && strlen (s) == json_string_length (v)? s: NULL;
+}
+
 //  Seconds (a JSON number >= 0, at most max_s) into ms.
 static int
 s_json_seconds (const json_t *v, double max_s, uint64_t *ms)
@@ -936,7 +944,7 @@ s_bulk_dep (s_req_t *req, uint32_t i, uint32_t k, uint32_t njobs, const json_t *
                 target = value;
             else
             if (!strcmp (field, "on_failure")) {
-                const char *s = json_string_value (value);
+                const char *s = s_json_cstr (value);
                 if (!s || (strcmp (s, "run") && strcmp (s, "skip"))) {
                     s_bad (req, "jobs[%u]: depends_on[%u]: on_failure must be \"run\" "
                            "or \"skip\"", i, k);
@@ -956,9 +964,10 @@ s_bulk_dep (s_req_t *req, uint32_t i, uint32_t k, uint32_t njobs, const json_t *
         }
     }
     if (json_is_string (target)) {
-        const char *id = json_string_value (target);
-        if (!dq_dagdoc_is_job_id (id)) {
-            s_bad (req, "jobs[%u]: depends_on[%u]: '%.80s' is not a job id", i, k, id);
+        const char *id = s_json_cstr (target);
+        if (!id || !dq_dagdoc_is_job_id (id)) {
+            s_bad (req, "jobs[%u]: depends_on[%u]: '%.80s' is not a job id", i, k,
+                   json_string_value (target));
             return -1;
         }
         dep->id = id;
@@ -992,7 +1001,7 @@ s_bulk_job (s_req_t *req, uint32_t i, uint32_t njobs, json_t *job, dq_jobspec_t 
     bool has_payload = false;
     json_object_foreach (job, field, v) {
         if (!strcmp (field, "type")) {
-            const char *type = json_string_value (v);
+            const char *type = s_json_cstr (v);
             if (!type || !s_valid_type (type)) {
                 s_bad (req, "jobs[%u]: type must be 1 to %d characters of A-Z a-z 0-9 "
                        "_ . : -", i, DQ_PROTO_TYPE_MAX);
@@ -1091,7 +1100,7 @@ s_bulk_job (s_req_t *req, uint32_t i, uint32_t njobs, json_t *job, dq_jobspec_t 
         }
         else
         if (!strcmp (field, "key")) {
-            const char *key = json_string_value (v);
+            const char *key = s_json_cstr (v);
             if (!key || !s_valid_text (key, S_KEY_MAX, false)) {
                 s_bad (req, "jobs[%u]: key must be 1 to %d visible ASCII characters",
                        i, S_KEY_MAX);
@@ -1101,7 +1110,7 @@ s_bulk_job (s_req_t *req, uint32_t i, uint32_t njobs, json_t *job, dq_jobspec_t 
         }
         else
         if (!strcmp (field, "content_type")) {
-            const char *ct = json_string_value (v);
+            const char *ct = s_json_cstr (v);
             if (!ct || !s_valid_text (ct, S_CTYPE_MAX, true)) {
                 s_bad (req, "jobs[%u]: content_type must be 1 to %d ASCII characters",
                        i, S_CTYPE_MAX);

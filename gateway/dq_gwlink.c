@@ -35,10 +35,11 @@
 #include "dq_log.h"
 #include "dq_util.h"
 
-#define S_BATCHES_INFLIGHT   2      //  coalesced SUBMITs unanswered at once
+#define S_BATCHES_INFLIGHT   1      //  coalesced SUBMITs unanswered at once
 #define S_RESEND_FIRST_MS    1000   //  first re-send after no answer; doubles
 #define S_SCAN_MS            10     //  period of timer scans
 #define S_PING_IDLE_MS       1000   //  ping (STATS) after this much silence
+#define S_PING_RETRY_MS      50     //  ping again this soon when it could not go
 #define S_SILENT_RESET_MS    3000   //  silent this long with calls out: new socket
 #define S_POLL_IDS_MAX       1024   //  job ids in one STATUS poll
 #define S_WAIT_FIRST_MS      10     //  first STATUS poll of a held job
@@ -459,8 +460,11 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
     call->sent = false;
     if (!self->down_since)
         self->down_since = self->now;
-    if (call->kind == S_CALL_PING)
+    if (call->kind == S_CALL_PING) {
+        //  Try again soon: readiness should follow the connection closely.
+        self->last_ping = self->now - S_PING_IDLE_MS + S_PING_RETRY_MS;
         s_call_destroy (self, call);
+    }
     else
     if (s_is_down (self))
         s_call_fail (self, call, DQ_ERR_UNAVAILABLE, 1000, "broker unreachable");

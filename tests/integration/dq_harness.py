@@ -955,8 +955,11 @@ class Cluster:
         if env:
             full_env.update(env)
         t0 = time.monotonic()
+        # The CLI runs while this thread waits for it, so a death signal
+        # bound to this thread is safe from any thread.
+        cmd = [_SETPRIV, "--pdeathsig", "KILL", "--"] + argv if _SETPRIV else argv
         try:
-            r = subprocess.run(argv, input=input if input is not None else b"",
+            r = subprocess.run(cmd, input=input if input is not None else b"",
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                timeout=deadline(timeout), env=full_env)
         except subprocess.TimeoutExpired as e:
