@@ -22,6 +22,7 @@
 #include "dq_broker.h"
 
 #include <czmq.h>
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -68,6 +69,7 @@ struct _dq_broker_t {
     zsock_t *frontend, *backend, *events;
     void *fe, *be, *pub;     //  their libzmq handles
     zactor_t *auth;          //  CURVE authenticator, or NULL
+    zhashx_t *worker_keys;   //  with --curve-workers: keys allowed on the backend
     dq_store_t *store;       //  NULL with --memory
     dq_idmap_t *jobs;        //  sequence -> dq_bjob_t (owned)
     dq_idmap_t *dags;        //  sequence -> dq_bdag_t (owned)
@@ -1558,6 +1560,20 @@ s_read_one (dq_broker_t *self, void *sock, s_handler_fn **handlers)
         return true;
     }
     s_peer_t peer = { rid, rid_size };
+    if (sock == self->be && self->worker_keys) {
+        //  zauth let it in with any allowed key; only worker keys may act
+        //  as workers.
+        const char *key = dq_msg_peer_key (msg);
+        if (!key || !zhashx_lookup (self->worker_keys, key)) {
+            s_log_bad (self, "backend peer key=%s - not in --curve-workers, refused",
+                       key? key: "-");
+            s_queue_error (self, sock, rid, rid_size, msg->rid, DQ_ERR_INVALID, 0,
+                           "this key may not act as a worker (not in the broker's "
+                           "worker key directory)");
+            dq_msg_destroy (&msg);
+            return true;
+        }
+    }
     if (sock == self->be) {
         dq_bworker_t *w = dq_registry_lookup (self->registry, rid, rid_size);
         if (w) {
@@ -2085,6 +2101,31 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
             *exit_code = DQ_BROKER_EXIT_CONFIG;
             goto fail;
         }
+        if (cfg->curve_workers) {
+            //  Worker keys: the public keys of the certificates in the dir.
+            self->worker_keys = zhashx_new ();
+            DIR *dir = opendir (cfg->curve_workers);
+            struct dirent *entry;
+            while (dir && (entry = readdir (dir))) {
+                if (entry->d_name [0] == '.')
+                    continue;
+                char path [4096];
+                snprintf (path, sizeof path, "%s/%s", cfg->curve_workers, entry->d_name);
+                zcert_t *cert = zcert_load (path);
+                if (cert) {
+                    zhashx_insert (self->worker_keys, zcert_public_txt (cert), (void *) 1);
+                    zcert_destroy (&cert);
+                }
+            }
+            if (dir)
+                closedir (dir);
+            if (zhashx_size (self->worker_keys) == 0) {
+                snprintf (err, err_size, "no certificates in --curve-workers %s",
+                          cfg->curve_workers);
+                *exit_code = DQ_BROKER_EXIT_CONFIG;
+                goto fail;
+            }
+        }
         const char *clients = cfg->curve_clients? cfg->curve_clients: CURVE_ALLOW_ANY;
         zstr_sendx (self->auth, "CURVE", clients, NULL);
         zsock_wait (self->auth);
@@ -2215,6 +2256,7 @@ dq_broker_destroy (dq_broker_t **self_p)
     zsock_destroy (&self->backend);
     zsock_destroy (&self->events);
     zactor_destroy (&self->auth);
+    zhashx_destroy (&self->worker_keys);
     for (size_t i = 0; i < self->nout; i++) {
         free (self->out [i].body);
         free (self->out [i].topic);

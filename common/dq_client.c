@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,7 @@
 #define DQ_CLIENT_POLL_FIRST    5       //  ms, first wait interval
 #define DQ_CLIENT_POLL_MAX      500     //  ms, longest wait interval
 #define DQ_CLIENT_ERROR_SIZE    600
+#define DQ_CLIENT_BROKER_MESSAGE_DEFAULT (64 * 1024 * 1024)  //  broker --max-message
 
 struct _dq_client_t {
     void *ctx;                  //  our own ZeroMQ context
@@ -338,20 +340,61 @@ s_connect (dq_client_t *self)
     return 0;
 }
 
+//  An encoded request body shared by all its copies in flight: re-sends
+//  do not copy it (a big DAG would otherwise pile up one copy per re-send
+//  in the send queue while the broker is away). libzmq drops a reference
+//  from its I/O thread when it is done with a copy.
+typedef struct {
+    atomic_int refs;
+    void *data;                 //  from dq_msg_encode
+    size_t size;
+} s_body_t;
+
+static s_body_t *
+s_body_new (void *data, size_t size)
+{
+    s_body_t *self = malloc (sizeof *self);
+    if (!self)
+        return NULL;
+    atomic_init (&self->refs, 1);
+    self->data = data;
+    self->size = size;
+    return self;
+}
+
+static void
+s_body_unref (void *data, void *hint)
+{
+    (void) data;
+    s_body_t *self = hint;
+    if (atomic_fetch_sub (&self->refs, 1) == 1) {
+        free (self->data);
+        free (self);
+    }
+}
+
 //  Send one encoded request. Returns 0, or -1 with errno (EAGAIN: the
 //  queue is full, nothing was sent).
 static int
-s_send_body (dq_client_t *self, dq_cmd_t cmd, const void *body, size_t size,
-             int flags)
+s_send_body (dq_client_t *self, dq_cmd_t cmd, s_body_t *body, int flags)
 {
     const char *name = dq_cmd_str (cmd);
     if (zmq_send (self->sock, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE,
                   ZMQ_SNDMORE | flags) == -1)
         return -1;
     //  The rest of a started message is always accepted.
-    if (zmq_send (self->sock, name, strlen (name), ZMQ_SNDMORE) == -1
-    ||  zmq_send (self->sock, body, size, 0) == -1)
+    if (zmq_send (self->sock, name, strlen (name), ZMQ_SNDMORE) == -1)
         return -1;
+    zmq_msg_t frame;
+    atomic_fetch_add (&body->refs, 1);
+    if (zmq_msg_init_data (&frame, body->data, body->size, s_body_unref, body)) {
+        s_body_unref (NULL, body);
+        return -1;
+    }
+    if (zmq_msg_send (&frame, self->sock, 0) == -1) {
+        zmq_msg_close (&frame);
+        return -1;
+    }
     return 0;
 }
 
@@ -395,12 +438,17 @@ s_call (dq_client_t *self, dq_msg_t *req, dq_cmd_t expect, int timeout_ms,
     if (rc)
         return rc;
     req->rid = s_next_rid (self);
-    void *body;
+    void *data;
     size_t size;
-    if (dq_msg_encode (req, &body, &size))
+    if (dq_msg_encode (req, &data, &size))
         return s_fail (self, DQ_ERR_TOO_BIG, "%s request is over a protocol "
                        "limit (strings 4096 bytes, payloads 64 MiB, ids 256, "
                        "messages 256 MiB)", dq_cmd_str (req->cmd));
+    s_body_t *body = s_body_new (data, size);
+    if (!body) {
+        free (data);
+        return s_fail (self, DQ_ERR_INTERNAL, "out of memory");
+    }
     int64_t start = s_now_ms ();
     int64_t deadline = start + timeout_ms;
     int64_t next_send = start;
@@ -413,7 +461,7 @@ s_call (dq_client_t *self, dq_msg_t *req, dq_cmd_t expect, int timeout_ms,
         if (now >= deadline)
             break;
         if (now >= next_send) {
-            if (s_send_body (self, req->cmd, body, size, ZMQ_DONTWAIT) == 0) {
+            if (s_send_body (self, req->cmd, body, ZMQ_DONTWAIT) == 0) {
                 sent = true;
                 next_send = now + interval;
                 interval *= 2;
@@ -454,9 +502,17 @@ s_call (dq_client_t *self, dq_msg_t *req, dq_cmd_t expect, int timeout_ms,
             rc = s_take_reply (self, msg, req->cmd, expect, reply);
         }
     }
-    free (body);
+    s_body_unref (NULL, body);
     if (rc == -1) {
         char secs [32];
+        //  The broker's ZMQ_MAXMSGSIZE drops bigger messages with the
+        //  connection, silently: say so when that may be why.
+        char hint [160] = "";
+        if (size > DQ_CLIENT_BROKER_MESSAGE_DEFAULT)
+            snprintf (hint, sizeof hint, "; the request was %zu MiB, over the "
+                      "broker's default --max-message of %d MiB, past which it "
+                      "drops the connection unanswered", size >> 20,
+                      DQ_CLIENT_BROKER_MESSAGE_DEFAULT >> 20);
         if (!sent)
             rc = s_fail (self, DQ_ERR_UNAVAILABLE, "could not send to broker at "
                          "%s within %s (send queue full)", self->endpoint,
@@ -464,13 +520,13 @@ s_call (dq_client_t *self, dq_msg_t *req, dq_cmd_t expect, int timeout_ms,
         else
         if (*bad)
             rc = s_fail (self, DQ_ERR_UNAVAILABLE, "no valid reply from broker "
-                         "at %s within %s (dropped a malformed reply: %s)",
+                         "at %s within %s (dropped a malformed reply: %s)%s",
                          self->endpoint, s_seconds (timeout_ms, secs, sizeof secs),
-                         bad);
+                         bad, hint);
         else
             rc = s_fail (self, DQ_ERR_UNAVAILABLE, "no reply from broker at %s "
-                         "within %s", self->endpoint,
-                         s_seconds (timeout_ms, secs, sizeof secs));
+                         "within %s%s", self->endpoint,
+                         s_seconds (timeout_ms, secs, sizeof secs), hint);
     }
     return rc;
 }

@@ -1289,6 +1289,17 @@ dq_msg_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_siz
                      priv, err, reason);
 }
 
+const char *
+dq_msg_peer_key (const dq_msg_t *self)
+{
+    s_priv_t *priv = self->priv_;
+    if (!priv || !priv->have_frame)
+        return NULL;
+    //  libzmq keeps the ZAP handler's user id as a property of each frame.
+    const char *key = zmq_msg_gets (&priv->frame, "User-Id");
+    return key && *key? key: NULL;
+}
+
 void
 dq_msg_destroy (dq_msg_t **self_p)
 {

@@ -291,6 +291,12 @@ dq_msg_t *
     dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
                  int flags, dq_err_t *err, char *reason);
 
+//  The authenticated peer's key for a received message: with CURVE and
+//  czmq's zauth, the sender's public key in Z85; NULL without CURVE or for
+//  a message that was not received from a socket.
+const char *
+    dq_msg_peer_key (const dq_msg_t *self);
+
 //  Send an ERROR reply. Convenience for the broker and tests.
 int
     dq_msg_send_error (void *sock, const void *routing_id, size_t rid_size,

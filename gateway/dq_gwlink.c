@@ -90,9 +90,11 @@ struct _dq_gwlink_t {
     char *broker, *events, *curve_secret, *curve_public;
     pthread_t thread;
     bool started;
-    pthread_mutex_t lock;    //  guards in_head, in_tail, stopping
+    pthread_mutex_t lock;    //  guards in_head, in_tail, stopping, signalled, wants_jobs
     dq_gwop_t *in_head, *in_tail;
     bool stopping;
+    bool signalled;          //  an eventfd write is pending since the last take
+    bool wants_jobs;         //  a new single job would be sent at once
     int efd;                 //  eventfd: pushers wake the thread
     atomic_uint_fast64_t last_answer;
     //  Counters (dq_gwlink_stats_t), relaxed atomics.
@@ -924,6 +926,7 @@ s_take (dq_gwlink_t *self)
     pthread_mutex_lock (&self->lock);
     dq_gwop_t *op = self->in_head;
     self->in_head = self->in_tail = NULL;
+    self->signalled = false;
     bool stopping = self->stopping;
     pthread_mutex_unlock (&self->lock);
     while (op) {
@@ -993,6 +996,10 @@ s_run (void *arg)
             { NULL, self->efd, ZMQ_POLLIN, 0 },
             { self->sub? zsock_resolve (self->sub): NULL, 0, ZMQ_POLLIN, 0 }
         };
+        //  Tell pushers whether a new single job would be sent right away.
+        pthread_mutex_lock (&self->lock);
+        self->wants_jobs = self->batches_out < S_BATCHES_INFLIGHT;
+        pthread_mutex_unlock (&self->lock);
         bool busy = self->calls_head || self->pend_head || zhashx_size (self->waits);
         long timeout = busy? S_SCAN_MS: 100;
         int rc = zmq_poll (items, self->sub? 3: 2, timeout);
@@ -1055,6 +1062,7 @@ dq_gwlink_new (const dq_gwlink_cfg_t *cfg, char *err, size_t err_size)
     if (!self->cfg.timeout_ms)
         self->cfg.timeout_ms = 10000;
     self->next_rid = 1;
+    self->wants_jobs = true;
     pthread_mutex_init (&self->lock, NULL);
     self->efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->calls = dq_idmap_new ();
@@ -1177,16 +1185,19 @@ dq_gwlink_push (dq_gwlink_t *self, dq_gwop_t *op)
         s_op_fail (op, DQ_ERR_UNAVAILABLE, 1000, "gateway is shutting down");
         return;
     }
-    bool was_empty = self->in_head == NULL;
     if (self->in_tail)
         self->in_tail->next_ = op;
     else
         self->in_head = op;
     self->in_tail = op;
+    //  Wake the thread only when it would act: single jobs wait anyway
+    //  while a batch is out (its answer wakes the thread, which then takes
+    //  them all), so under load most pushes cost no system call.
+    bool wake = !self->signalled && (op->kind != DQ_GWOP_JOB || self->wants_jobs);
+    if (wake)
+        self->signalled = true;
     pthread_mutex_unlock (&self->lock);
-    //  One wake-up per empty -> non-empty transition: the thread takes the
-    //  whole list each turn.
-    if (was_empty) {
+    if (wake) {
         uint64_t one = 1;
         if (write (self->efd, &one, sizeof one) < 0 && errno != EAGAIN)
             dq_log_warn ("gateway - eventfd write failed: %s", strerror (errno));
