@@ -30,7 +30,7 @@ extern "C" {
 #define DQ_GATEWAY_IDLE_TIMEOUT_DEFAULT    30            //  seconds
 #define DQ_GATEWAY_REQUEST_TIMEOUT_DEFAULT 10000         //  ms, broker answer
 #define DQ_GATEWAY_MAX_WAIT_DEFAULT        300000        //  ms, ?wait cap
-#define DQ_GATEWAY_MAX_HEADER_DEFAULT      (32u << 10)   //  bytes of request head
+#define DQ_GATEWAY_MAX_HEADER_DEFAULT      (16u << 10)   //  bytes of request head
 #define DQ_GATEWAY_READY_WINDOW_MS         3000          //  /readyz: broker answered within
 
 //  Exit codes of dagq-gateway.
