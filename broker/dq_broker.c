@@ -1391,6 +1391,16 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     //  are queued here, they are running there.
     for (uint32_t i = 0; i < msg->nrunning; i++) {
         dq_bjob_t *job = s_job_by_id (self, msg->running [i]);
+        if (job && job->state == DQ_STATE_RUNNING && job->worker && job->worker != w) {
+            //  The same process under a new connection (it reconnected
+            //  before its old one timed out): the job moves with it.
+            s_release_worker (self, job);
+            s_worker_add_job (w, job);
+            job->last_worker = w->num;
+            if (job->timeout_ms)
+                s_timer_add (self, job, self->now + job->timeout_ms);
+        }
+        else
         if (job && job->state == DQ_STATE_QUEUED) {
             dq_sched_dequeue (self->sched, job);
             s_set_state (self, job, DQ_STATE_RUNNING);
