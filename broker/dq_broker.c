@@ -145,6 +145,7 @@ static int
 s_parse_id (dq_broker_t *self, const char *id, bool *is_dag, uint64_t *seq,
             char *err, size_t err_size)
 {
+    *is_dag = false;
     const char *dash = strrchr (id, '-');
     if (!dash || dash == id) {
         if (err)
@@ -959,10 +960,8 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         dq_bjob_t *job = s_job_new (self, first + i, type, j);
         jobs [i] = job;
         job->dag = dag;
-        if (dag) {
-            dag->jobs [dag->njobs++] = job->node.id;
+        if (dag)
             dag->alive++;
-        }
         if (j->ndeps > pcap) {
             pcap = j->ndeps;
             parents = realloc (parents, pcap * sizeof *parents);
@@ -1006,6 +1005,11 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     free (parents);
     free (rof);
     free (pseq);
+    //  The DAG lists its jobs in submission order (not the order they
+    //  were created in, which puts parents first).
+    for (uint32_t i = 0; dag && i < n; i++)
+        if (jobs [i]->node.id == first + i)
+            dag->jobs [dag->njobs++] = first + i;
     if (msg->key) {
         s_key_add (self, msg->key, first, n, dag? dag->seq: 0, self->now);
         if (self->store) {

@@ -19,7 +19,7 @@
 #define DQ_BROKER_MAX_JOBS_DEFAULT   5000000       //  unfinished jobs
 #define DQ_BROKER_MAX_BYTES_DEFAULT  (2ull << 30)  //  payload bytes of unfinished jobs
 #define DQ_BROKER_MAX_PAYLOAD_DEFAULT (16u << 20)
-#define DQ_BROKER_MAX_MESSAGE_DEFAULT (64u << 20)
+#define DQ_BROKER_MAX_MESSAGE_DEFAULT (256u << 20)  //  a 1,000,000-job DAG fits
 #define DQ_BROKER_MAX_DAG_JOBS_DEFAULT 1000000
 #define DQ_BROKER_MAX_DEPS_DEFAULT   1024
 #define DQ_BROKER_ATTEMPTS_DEFAULT   3

@@ -72,6 +72,8 @@ s_print_json (const dq_msg_t *r, uint64_t now)
         json_array_append_new (workers, e);
     }
     json_object_set_new (o, "workers", workers);
+    json_object_set_new (o, "workers_total", json_integer ((json_int_t)
+                         (r->workers_total > r->nworkers? r->workers_total: r->nworkers)));
     return dq_cli_print_json (o);
 }
 
@@ -137,10 +139,15 @@ s_print_text (const dq_msg_t *r, uint64_t now)
         char d [32];
         if (w->last_seen_ms == 0)
             snprintf (ago, sizeof ago, "never");
-        else
-            snprintf (ago, sizeof ago, "%s ago", dq_cli_fmt_duration (
-                      now > w->last_seen_ms? (int64_t) (now - w->last_seen_ms): 0,
-                      d, sizeof d));
+        else {
+            //  Seconds with one decimal ("0.4s ago") while it is fresh.
+            int64_t age = now > w->last_seen_ms? (int64_t) (now - w->last_seen_ms): 0;
+            if (age < 60000)
+                snprintf (d, sizeof d, "%.1fs", age / 1000.0);
+            else
+                dq_cli_fmt_duration (age, d, sizeof d);
+            snprintf (ago, sizeof ago, "%s ago", d);
+        }
         size_t n = 0;
         types [0] = 0;
         for (uint32_t k = 0; w->types && k < w->ntypes && n < sizeof types; k++)
@@ -152,6 +159,10 @@ s_print_text (const dq_msg_t *r, uint64_t now)
     }
     dq_cli_table_print (table, stdout, "");
     dq_cli_table_destroy (&table);
+    //  A broker with very many workers may list only some of them.
+    if (r->workers_total > r->nworkers)
+        printf ("(%u of %llu workers shown)\n", r->nworkers,
+                (unsigned long long) r->workers_total);
 }
 
 int

@@ -77,13 +77,15 @@ s_print_job (const dq_jobinfo_t *j)
     if (j->started_ms) {
         printf ("  started     %s", dq_cli_fmt_time (j->started_ms, t1, sizeof t1));
         if (j->created_ms && j->started_ms >= j->created_ms)
-            printf (" (after %s)", dq_cli_fmt_duration ((int64_t) (j->started_ms - j->created_ms), d, sizeof d));
+            printf (" (after %s)", dq_cli_fmt_duration (
+                    (int64_t) (j->started_ms - j->created_ms), d, sizeof d));
         printf ("\n");
     }
     if (j->finished_ms) {
         printf ("  finished    %s", dq_cli_fmt_time (j->finished_ms, t2, sizeof t2));
         if (j->started_ms && j->finished_ms >= j->started_ms)
-            printf (" (ran %s)", dq_cli_fmt_duration ((int64_t) (j->finished_ms - j->started_ms), d, sizeof d));
+            printf (" (ran %s)", dq_cli_fmt_duration (
+                    (int64_t) (j->finished_ms - j->started_ms), d, sizeof d));
         printf ("\n");
     }
     else
@@ -142,7 +144,8 @@ s_print_dag (const dq_daginfo_t *d)
     if (d->finished_ms) {
         printf ("  finished    %s", dq_cli_fmt_time (d->finished_ms, t, sizeof t));
         if (d->created_ms && d->finished_ms >= d->created_ms)
-            printf (" (took %s)", dq_cli_fmt_duration ((int64_t) (d->finished_ms - d->created_ms), dur, sizeof dur));
+            printf (" (took %s)", dq_cli_fmt_duration (
+                    (int64_t) (d->finished_ms - d->created_ms), dur, sizeof dur));
         printf ("\n");
     }
 }

@@ -722,9 +722,12 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
         for (uint32_t at = 0; at < npending; at += DQ_CLIENT_WAIT_CHUNK) {
             uint32_t chunk = npending - at < DQ_CLIENT_WAIT_CHUNK
                            ? npending - at: DQ_CLIENT_WAIT_CHUNK;
+            //  A poll may outlast the deadline by up to a second, so a busy
+            //  broker is not mistaken for an absent one.
             int64_t left = deadline - s_now_ms ();
-            int call_ms = left < self->timeout_ms? (int) (left > 1? left: 1)
-                                                 : self->timeout_ms;
+            if (left < DQ_CLIENT_RESEND_FIRST)
+                left = DQ_CLIENT_RESEND_FIRST;
+            int call_ms = left < self->timeout_ms? (int) left: self->timeout_ms;
             dq_msg_t *jobs;
             const char **batch = pending? pending + at: ids;
             rc = s_status (self, batch, chunk, call_ms, &jobs);

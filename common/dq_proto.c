@@ -570,10 +570,13 @@ s_be (const uint8_t *p, int n)
 }
 
 static int
-s_walk (const uint8_t *d, size_t size, size_t *pos, int depth)
+s_walk (const uint8_t *d, size_t size, size_t *pos, int depth, uint64_t *budget)
 {
-    if (depth > DQ_WALK_DEPTH_MAX || s_need (*pos, 1, size))
+    //  msgpack-c spends about 24 bytes per value: cap how many values one
+    //  body may hold, so tiny hostile values cannot cost gigabytes.
+    if (depth > DQ_WALK_DEPTH_MAX || s_need (*pos, 1, size) || *budget == 0)
         return -1;
+    (*budget)--;
     uint8_t b = d [(*pos)++];
     uint64_t n = 0;
     int items = 0;              //  0 scalar, 1 array, 2 map
@@ -635,7 +638,7 @@ s_walk (const uint8_t *d, size_t size, size_t *pos, int depth)
     if (elements > size - *pos)
         return -1;
     for (uint64_t i = 0; i < elements; i++)
-        if (s_walk (d, size, pos, depth + 1))
+        if (s_walk (d, size, pos, depth + 1, budget))
             return -1;
     return 0;
 }
@@ -1222,7 +1225,8 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
         goto fail;
     }
     size_t pos = 0;
-    if (s_walk (body, body_size, &pos, 0) || pos != body_size) {
+    uint64_t budget = DQ_PROTO_VALUES_MAX;
+    if (s_walk (body, body_size, &pos, 0, &budget) || pos != body_size) {
         s_fail (&d, DQ_ERR_INVALID, "body is not one well-formed msgpack value%s", "");
         goto fail;
     }
@@ -1440,6 +1444,8 @@ s_emit_event (s_w_t *w, const void *item)
 int
 dq_event_send (const dq_event_t *ev, void *pub, int flags)
 {
+    if (!ev->kind || !ev->id)
+        return -1;
     char topic [600];
     int n = snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
                       dq_state_str (ev->state));
@@ -1472,7 +1478,8 @@ dq_event_decode (const void *topic, size_t topic_size,
     memset (ev, 0, sizeof *ev);
     *strbuf = NULL;
     size_t pos = 0;
-    if (body_size > DQ_PROTO_BODY_MAX || s_walk (body, body_size, &pos, 0)
+    uint64_t budget = DQ_PROTO_VALUES_MAX;
+    if (body_size > DQ_PROTO_BODY_MAX || s_walk (body, body_size, &pos, 0, &budget)
     ||  pos != body_size)
         return -1;
     msgpack_unpacked unp;

@@ -47,6 +47,7 @@ extern "C" {
 #define DQ_PROTO_TYPE_MAX       128                   //  job type name
 #define DQ_PROTO_ARRAY_MAX      (1u << 21)            //  any array (jobs per SUBMIT, ids...)
 #define DQ_PROTO_DEPS_MAX       4096                  //  deps of one job
+#define DQ_PROTO_VALUES_MAX     (32u << 20)           //  msgpack values in one body
 #define DQ_PROTO_TYPES_MAX      256                   //  types one worker announces
 #define DQ_PROTO_HIST_BUCKETS   14
 #define DQ_PROTO_HIST_BOUNDS_MS { 1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000 }

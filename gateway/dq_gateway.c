@@ -137,50 +137,50 @@ typedef enum {
 typedef struct {
     dq_gateway_t *gw;
     struct MHD_Connection *con;
-    s_conn_t *conn;
-    s_action_t action;
-    s_req_state_t state;
-    uint64_t start_us;
+    s_conn_t *conn;          //  its connection's record, or NULL
+    s_action_t action;       //  what it does; its metrics labels
+    s_req_state_t state;     //  written by the link thread only while HELD
+    uint64_t start_us;       //  monotonic: when its head was complete
     unsigned status;         //  response status, for metrics (0 = none)
     char arg [DQ_PROTO_TYPE_MAX + 1];  //  type or id from the path
     //  Body
-    char *body;
+    char *body;              //  the payload (POST routes), or NULL
     size_t body_size, body_cap;
     bool keep_body;          //  POST routes keep it; others only count it
     //  POST /v1/jobs/{type}
-    dq_jobspec_t spec;
-    dq_dep_t *deps;
+    dq_jobspec_t spec;       //  the job; its strings point into this request
+    dq_dep_t *deps;          //  from depends_on
     uint32_t ndeps, deps_cap;
-    char key [S_KEY_MAX + 1];
-    char ctype [S_CTYPE_MAX + 1];
+    char key [S_KEY_MAX + 1];          //  Idempotency-Key
+    char ctype [S_CTYPE_MAX + 1];      //  Content-Type, kept with the job
     char bad [400];          //  first bad option, for a 400
-    int bad_status;          //  400 or 403
+    int bad_status;          //  400, 403 or 413
     //  POST /v1/jobs and /v1/dags
-    json_t *json;
-    dq_jobspec_t *specs;
+    json_t *json;            //  the bulk document (specs point into it)
+    dq_jobspec_t *specs;     //  bulk jobs
     uint32_t nspecs;
-    dq_dagdoc_t *doc;
+    dq_dagdoc_t *doc;        //  the DAG document
     void **allocs;           //  freed with the request
     uint32_t nallocs, allocs_cap;
-    dq_gwop_t op;
+    dq_gwop_t op;            //  what the link does for it
 } s_req_t;
 
 struct _dq_gateway_t {
     dq_gateway_cfg_t cfg;
     struct MHD_Daemon *daemon;
-    dq_gwlink_t *link;
-    int listen_fd;
-    uint16_t port;
-    char **tokens;
+    dq_gwlink_t *link;       //  the broker I/O thread
+    int listen_fd;           //  ours; libmicrohttpd accepts on it
+    uint16_t port;           //  bound port
+    char **tokens;           //  --token-file, or none
     size_t *token_lens;
     uint32_t ntokens;
     char **types;            //  --allow-types, or NULL
     uint32_t ntypes;
-    char *tls_cert, *tls_key;     //  PEM text
-    pthread_mutex_t conns_lock;
-    s_conn_t *conns;
+    char *tls_cert, *tls_key;          //  PEM text
+    pthread_mutex_t conns_lock;        //  guards conns and their cut flags
+    s_conn_t *conns;         //  open connections, for s_reap
     s_metrics_t metrics;
-    volatile sig_atomic_t stopping;
+    volatile sig_atomic_t stopping;    //  set by signals and dq_gateway_stop
 };
 
 static dq_gateway_t *s_signal_target;
@@ -1334,11 +1334,11 @@ s_stats_json (dq_gateway_t *self, s_buf_t *b, const dq_msg_t *r)
     dq_gwlink_stats (self->link, &ls);
     s_buf_fmt (b, "],\"gateway\":{\"batches\":%llu,\"batched_jobs\":%llu,\"resends\":%llu,"
                "\"timeouts\":%llu,\"splits\":%llu,\"inflight\":%llu,\"waiting\":%llu,"
-               "\"connections\":%llu}}",
+               "\"turns\":%llu,\"connections\":%llu}}",
                (unsigned long long) ls.batches, (unsigned long long) ls.batched_jobs,
                (unsigned long long) ls.resends, (unsigned long long) ls.timeouts,
                (unsigned long long) ls.splits, (unsigned long long) ls.inflight,
-               (unsigned long long) ls.waiting,
+               (unsigned long long) ls.waiting, (unsigned long long) ls.turns,
                (unsigned long long) atomic_load (&self->metrics.connections));
 }
 

@@ -7,15 +7,17 @@
       2. take every pushed op: single jobs join the pending list, anything
          else becomes a call (one request, one rid) and is sent at once;
       3. read every reply: match it to its call by rid, answer the call's
-         ops (a batch refused whole is split into single-job calls), and
+         ops (a batch refused for some of its jobs is split into
+         single-job calls), and
          read events, which end ?wait holds early;
       4. while fewer than S_BATCHES_INFLIGHT batches are unanswered, send
          the pending jobs as one SUBMIT (more accumulate meanwhile: the
          batch size follows the broker's commit latency);
-      5. every S_SCAN_MS: re-send unanswered calls at growing intervals,
-         fail the ones past their deadline, poll STATUS for held jobs,
-         ping the broker when it has been silent, recreate the socket when
-         it has been silent with calls unanswered.
+      5. every S_SCAN_MS: re-send (same rid, same keys) unanswered calls
+         that were lost, at growing intervals; fail the ones past their
+         deadline; poll STATUS for held jobs; ping the broker when it has
+         been silent; recreate the socket when it has been silent with
+         calls unanswered (Lazy Pirate).
 
     Calls live in a list (for scans) and an idmap by rid (for replies).
     Everything here belongs to the link thread except the incoming list
@@ -70,6 +72,7 @@ struct _s_call_t {
     uint32_t timeout_ms;     //  what the deadline was set from
     uint64_t resend_at;      //  monotonic ms: send again
     uint32_t interval;       //  current re-send interval
+    uint64_t sent_seq;       //  order of its last send (self->send_seq)
     bool sent;               //  on the current socket
     s_call_t *prev, *next;
 };
@@ -99,7 +102,7 @@ struct _dq_gwlink_t {
     atomic_uint_fast64_t last_answer;
     //  Counters (dq_gwlink_stats_t), relaxed atomics.
     atomic_uint_fast64_t n_batches, n_batched, n_resends, n_timeouts,
-                         n_splits, n_reconnects, n_inflight, n_waiting;
+                         n_splits, n_reconnects, n_inflight, n_waiting, n_turns;
     //  Link thread only.
     zsock_t *dealer, *sub;
     zcert_t *cert;           //  CURVE: our certificate, or NULL
@@ -107,6 +110,8 @@ struct _dq_gwlink_t {
     dq_idmap_t *calls;       //  rid -> s_call_t
     s_call_t *calls_head, *calls_tail;
     uint64_t next_rid;
+    uint64_t send_seq;       //  sends so far, numbering them in order
+    uint64_t answered_seq;   //  highest sent_seq of an answered call
     dq_gwop_t *pend_head, *pend_tail;  //  JOB ops not yet in a batch
     uint32_t batches_out;    //  BATCH calls unanswered
     zhashx_t *waits;         //  job id -> s_wait_t
@@ -447,6 +452,7 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
     if (dq_msg_send (&msg, zsock_resolve (self->dealer), NULL, 0, ZMQ_DONTWAIT) == 0) {
         //  With ZMQ_IMMEDIATE a queued message means a live connection.
         call->sent = true;
+        call->sent_seq = ++self->send_seq;
         call->resend_at = self->now + call->interval;
         self->down_since = 0;
         return;
@@ -476,6 +482,12 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
 static void
 s_flush_pending (dq_gwlink_t *self)
 {
+    static int min_batch = -1, min_wait = 0;
+    if (min_batch < 0) { min_batch = getenv ("GW_MINB")? atoi (getenv ("GW_MINB")): 0; min_wait = getenv ("GW_MINW")? atoi (getenv ("GW_MINW")): 0; }
+    if (min_batch && self->pend_head && self->now - self->pend_head->since_ < (uint64_t) min_wait) {
+        uint32_t cnt = 0; for (dq_gwop_t *o = self->pend_head; o && cnt < (uint32_t) min_batch; o = o->next_) cnt++;
+        if (cnt < (uint32_t) min_batch) return;
+    }
     while (self->pend_head && self->batches_out < S_BATCHES_INFLIGHT) {
         //  Count what fits: jobs, bytes, and no idempotency key twice (the
         //  broker would create both jobs of one submission).
@@ -578,12 +590,13 @@ s_job_accepted (dq_gwlink_t *self, dq_gwop_t *op, const char *id)
 }
 
 //  Errors for which a batch refused whole is re-sent job by job: they may
-//  concern only some of its jobs.
+//  concern only some of its jobs. Not BUSY: a full broker would get every
+//  job once more, just when it can least afford it; all get 429.
 static bool
 s_splittable (int code)
 {
     return code == DQ_ERR_INVALID || code == DQ_ERR_NOT_FOUND || code == DQ_ERR_TOO_BIG
-        || code == DQ_ERR_CYCLE || code == DQ_ERR_BUSY || code == DQ_ERR_PROTOCOL;
+        || code == DQ_ERR_CYCLE || code == DQ_ERR_PROTOCOL;
 }
 
 static void
@@ -714,6 +727,8 @@ s_on_reply (dq_gwlink_t *self, dq_msg_t *msg)
     }
     //  Unlink first: answering may create new calls.
     dq_idmap_remove (self->calls, call->rid);
+    if (call->sent_seq > self->answered_seq)
+        self->answered_seq = call->sent_seq;
     switch (call->kind) {
         case S_CALL_BATCH:
             s_on_batch_reply (self, call, msg);
@@ -897,10 +912,17 @@ s_scan (dq_gwlink_t *self)
             s_send_call (self, call);
         else
         if (self->now >= call->resend_at) {
-            atomic_fetch_add_explicit (&self->n_resends, 1, memory_order_relaxed);
-            call->interval *= 2;
+            //  The broker answers one peer's requests in order: if one sent
+            //  later was answered, this one was lost (a broker restart).
+            //  Otherwise the broker is busy, or the connection is dead,
+            //  which the socket reset below deals with; re-sending to a
+            //  busy broker would only make it decode the request twice.
             any_old = true;
-            s_send_call (self, call);
+            if (self->answered_seq > call->sent_seq) {
+                atomic_fetch_add_explicit (&self->n_resends, 1, memory_order_relaxed);
+                call->interval *= 2;
+                s_send_call (self, call);
+            }
         }
         call = next;
     }
@@ -1003,6 +1025,7 @@ s_run (void *arg)
         bool busy = self->calls_head || self->pend_head || zhashx_size (self->waits);
         long timeout = busy? S_SCAN_MS: 100;
         int rc = zmq_poll (items, self->sub? 3: 2, timeout);
+        atomic_fetch_add_explicit (&self->n_turns, 1, memory_order_relaxed);
         self->now = dq_mono_ms ();
         if (rc == -1 && errno != EINTR) {
             dq_log_error ("broker - zmq_poll failed: %s", zmq_strerror (errno));
@@ -1221,4 +1244,5 @@ dq_gwlink_stats (dq_gwlink_t *self, dq_gwlink_stats_t *stats)
     stats->reconnects = atomic_load_explicit (&self->n_reconnects, memory_order_relaxed);
     stats->inflight = atomic_load_explicit (&self->n_inflight, memory_order_relaxed);
     stats->waiting = atomic_load_explicit (&self->n_waiting, memory_order_relaxed);
+    stats->turns = atomic_load_explicit (&self->n_turns, memory_order_relaxed);
 }

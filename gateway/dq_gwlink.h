@@ -7,16 +7,18 @@
     request, matches the reply by rid, fills the op's answer and calls its
     done callback, which resumes the connection.
 
-    Single jobs (DQ_GWOP_JOB) are coalesced: every turn, all pending ones go
-    to the broker as one SUBMIT (the broker commits a batch per loop turn,
-    so coalescing is what makes "202 after durable" cheap). A batch that
-    fails as a whole (all or nothing: one invalid job, broker full) is
-    resubmitted job by job, so each request gets its own answer.
+    Single jobs (DQ_GWOP_JOB) are coalesced: all pending ones go to the
+    broker as one SUBMIT whenever no batch is unanswered, so the batch size
+    follows the broker's commit latency (the broker commits a batch per loop
+    turn: coalescing is what makes "202 after durable" cheap). A batch that
+    fails as a whole because of some of its jobs (all or nothing: one
+    invalid job, one unknown parent) is resubmitted job by job, so each
+    request gets its own answer; a full broker (BUSY) fails the batch.
 
-    Every request is re-sent with the same rid and the same idempotency keys
-    (a generated submission key when the caller gave none) at growing
-    intervals until its timeout, so a lost reply or a broker restart costs
-    neither a loss nor a duplicate. The socket reconnects by itself; when no
+    A request that was lost (a broker restart) is re-sent with the same rid
+    and the same idempotency keys (a generated submission key when the
+    caller gave none) until its timeout, so a lost reply or a broker restart
+    costs neither a loss nor a duplicate. The socket reconnects by itself; when no
     connection exists for a while, requests fail at once with
     DQ_ERR_UNAVAILABLE instead of waiting for their timeout.
 
@@ -110,6 +112,7 @@ typedef struct {
     uint64_t reconnects;        //  DEALER sockets recreated
     uint64_t inflight;          //  client requests at the broker, unanswered (gauge)
     uint64_t waiting;           //  jobs held for ?wait (gauge)
+    uint64_t turns;             //  turns of the link thread's loop
 } dq_gwlink_stats_t;
 
 typedef struct _dq_gwlink_t dq_gwlink_t;

@@ -55,8 +55,12 @@ s_usage (FILE *out)
 "      --max-output SIZE    largest output reported as success, bytes or with\n"
 "                           K/M suffix (default and maximum %u; match the\n"
 "                           broker's --max-payload)\n"
-"      --curve-cert FILE    this worker's secret CURVE certificate (czmq format)\n"
-"      --broker-cert FILE   the broker's public CURVE certificate\n"
+"      --curve-secret FILE  this worker's secret CURVE certificate (czmq zcert\n"
+"                           format, as written by `dagq keygen`); with the\n"
+"                           next option, encrypts and authenticates the link\n"
+"      --curve-broker-public FILE\n"
+"                           the broker's public CURVE certificate\n"
+"                           (--curve-cert and --broker-cert are old names)\n"
 "  -v, --verbose            log every job and message (same as --log-level debug)\n"
 "      --log-level LEVEL    error, warn, info (default) or debug\n"
 "  -h, --help               show this help and exit\n"
@@ -71,8 +75,9 @@ s_usage (FILE *out)
 "  DAGQ_WORKER_NAME         as --name\n"
 "  DAGQ_WORKER_GRACE        as --grace\n"
 "  DAGQ_WORKER_MAX_OUTPUT   as --max-output\n"
-"  DAGQ_WORKER_CURVE_CERT   as --curve-cert\n"
-"  DAGQ_WORKER_BROKER_CERT  as --broker-cert\n"
+"  DAGQ_CURVE_SECRET        as --curve-secret (old name DAGQ_WORKER_CURVE_CERT)\n"
+"  DAGQ_CURVE_BROKER_PUBLIC as --curve-broker-public (old name\n"
+"                           DAGQ_WORKER_BROKER_CERT)\n"
 "  DAGQ_LOG_LEVEL           as --log-level\n"
 "\n"
 "Exit status: 0 stopped normally, 1 could not start (see the log),\n"
@@ -137,8 +142,13 @@ main (int argc, char *argv [])
     s_opts_t o = { 0 };
     o.broker = s_env ("DAGQ_WORKER_BROKER");
     o.name = s_env ("DAGQ_WORKER_NAME");
-    o.curve_cert = s_env ("DAGQ_WORKER_CURVE_CERT");
-    o.broker_cert = s_env ("DAGQ_WORKER_BROKER_CERT");
+    //  The names win over the old ones; both stay accepted.
+    o.curve_cert = s_env ("DAGQ_CURVE_SECRET");
+    if (!o.curve_cert)
+        o.curve_cert = s_env ("DAGQ_WORKER_CURVE_CERT");
+    o.broker_cert = s_env ("DAGQ_CURVE_BROKER_PUBLIC");
+    if (!o.broker_cert)
+        o.broker_cert = s_env ("DAGQ_WORKER_BROKER_CERT");
     o.concurrency = s_env ("DAGQ_CONCURRENCY");
     o.concurrency_from = "DAGQ_CONCURRENCY";
     o.grace = s_env ("DAGQ_WORKER_GRACE");
@@ -163,8 +173,10 @@ main (int argc, char *argv [])
         { "name",        required_argument, NULL, 'n' },
         { "grace",       required_argument, NULL, 'g' },
         { "max-output",  required_argument, NULL, S_OPT_MAX_OUTPUT },
-        { "curve-cert",  required_argument, NULL, S_OPT_CURVE_CERT },
-        { "broker-cert", required_argument, NULL, S_OPT_BROKER_CERT },
+        { "curve-secret", required_argument, NULL, S_OPT_CURVE_CERT },
+        { "curve-broker-public", required_argument, NULL, S_OPT_BROKER_CERT },
+        { "curve-cert",  required_argument, NULL, S_OPT_CURVE_CERT },   //  old name
+        { "broker-cert", required_argument, NULL, S_OPT_BROKER_CERT },  //  old name
         { "verbose",     no_argument,       NULL, 'v' },
         { "log-level",   required_argument, NULL, S_OPT_LOG_LEVEL },
         { "help",        no_argument,       NULL, 'h' },
@@ -256,7 +268,8 @@ main (int argc, char *argv [])
         goto out;
     }
     if (!!o.curve_cert != !!o.broker_cert) {
-        fprintf (stderr, "dagq-worker: --curve-cert and --broker-cert go together\n");
+        fprintf (stderr, "dagq-worker: --curve-secret and --curve-broker-public go "
+                 "together\n");
         goto out;
     }
     if (!o.builtins && o.nhandlers == 0) {

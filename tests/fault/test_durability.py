@@ -335,20 +335,28 @@ class DurabilityTest(unittest.TestCase):
 
     # ------------------------------------------------------------------
     def _stopped_worker(self, stale_wins):
-        """A worker SIGSTOPped past its lease while running `slow`, resumed:
-        stale_wins=False: resumed after the rerun succeeded elsewhere (its
-        result is ignored); True: resumed while the rerun is still running
-        (its result is recorded, the rerun is abandoned). Either way one
-        outcome, dependents released once."""
+        """A worker SIGSTOPped past its lease while running `slow` (attempt 1),
+        then resumed and re-registered (its READY lists the job as still
+        running), and only then is attempt 1 allowed to finish:
+        stale_wins=False: the rerun elsewhere has already succeeded, so the
+        late result is ignored; True: the rerun is still running, so the late
+        result is recorded and the rerun's worker is told to abandon it.
+        Either way one outcome, dependents released once."""
         with h.Cluster(name="wstop", heartbeat_ms=250, liveness=4) as c:
             runs = c.path("runs.log")
             child_log = c.path("child.log")
+            gate1 = c.path("gate1")
             handlers = {
-                "slow": 'echo "$DAGQ_ATTEMPT $$" >> "%s"; if [ "$DAGQ_ATTEMPT" -ge 2 ]; then sleep %s; '
-                        'else sleep 1; fi; printf "attempt-%%s" "$DAGQ_ATTEMPT"'
-                        % (runs, "120" if stale_wins else "0.2"),
+                # attempt 1 waits for gate1; later attempts are quick, or
+                # (stale_wins) wait for a gate that never opens.
+                "slow": 'echo "$DAGQ_ATTEMPT $$" >> "%s"; '
+                        'if [ "$DAGQ_ATTEMPT" -eq 1 ]; then g="%s"; else g="%s"; fi; '
+                        'while [ ! -e "$g" ]; do sleep 0.02; done; printf "attempt-%%s" "$DAGQ_ATTEMPT"'
+                        % (runs, gate1, c.path("never") if stale_wins else c.path("open")),
                 "child": 'echo "$DAGQ_JOB_ID $DAGQ_ATTEMPT" >> "%s"; cat "$DAGQ_PARENTS_DIR/slow"' % child_log,
             }
+            if not stale_wins:
+                h.write_file(c.path("open"), "")
             a = c.start_worker(name="sleepy", concurrency=2, builtins=True, handlers=handlers)
             c.wait_workers(names=["sleepy"])
             with h.EventCollector(c.events, b"job ") as events:
@@ -368,10 +376,10 @@ class DurabilityTest(unittest.TestCase):
                 h.wait_until(lambda: "sleepy" not in c.worker_ids(), 60,
                              what="the stopped worker dropped after its lease")
                 b = c.start_worker(name="other", concurrency=2, builtins=False, handlers=handlers)
+                h.wait_until(lambda: any(x[0] == "2" for x in attempts_started()), 60,
+                             what="attempt 2 started on the other worker")
+                rerun_shell = int([x for x in attempts_started() if x[0] == "2"][0][1])
                 if stale_wins:
-                    h.wait_until(lambda: any(x[0] == "2" for x in attempts_started()), 60,
-                                 what="attempt 2 running on the other worker")
-                    rerun_shell = int([x for x in attempts_started() if x[0] == "2"][0][1])
                     self.assertEqual(h.state_name(c.client().status([slow])[0]["state"]), "running")
                 else:
                     c.wait_state(slow, "succeeded", 60)
@@ -379,10 +387,18 @@ class DurabilityTest(unittest.TestCase):
                     before = c.client().status([slow, child])
                 a.cont()
                 h.wait_until(lambda: "sleepy" in c.worker_ids(), 60, what="the resumed worker re-registered")
-                # Only the resumed worker runs builtins: once this echo is done,
-                # its resent result (sent before, on the same connection) is handled.
-                r = c.cli("submit", "echo", "--data", "marker", "--wait")
-                self.assertEqual((r.rc, r.stdout), (0, "marker"), r)
+                # Attempt 1 may finish only now, after the re-registration.
+                h.write_file(gate1, "")
+                if stale_wins:
+                    c.wait_state(slow, "succeeded", 60)
+                else:
+                    # Only the resumed worker runs builtins: once this echo is
+                    # done, its late result (sent before, on the same
+                    # connection) has been handled.
+                    h.wait_until(lambda: not h.pid_exists(int(attempts_started()[0][1])), 60,
+                                 what="attempt 1's command finished")
+                    r = c.cli("submit", "echo", "--data", "marker", "--wait")
+                    self.assertEqual((r.rc, r.stdout), (0, "marker"), r)
                 r = c.cli("wait", rep["dag_id"], "--timeout", str(h.deadline(120)))
                 self.assertEqual(r.rc, 0, r)
                 s, ch = c.client().status([slow, child])
@@ -392,7 +408,8 @@ class DurabilityTest(unittest.TestCase):
                     self.assertEqual(out, b"attempt-1", "the first result should win")
                     # The rerun was abandoned: its command is gone.
                     h.wait_until(lambda: not h.pid_exists(rerun_shell), 30,
-                                 what="the abandoned rerun's command killed")
+                                 what="the rerun's command killed (ABANDON sent to the worker "
+                                      "that held the later lease)")
                 else:
                     self.assertEqual(out, b"attempt-2", "the stale result replaced the recorded one")
                     self.assertEqual((s["finished_ms"], ch["finished_ms"]),

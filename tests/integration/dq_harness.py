@@ -365,12 +365,14 @@ class Proc:
                 _procs.remove(self)
         return rc
 
-    def terminate(self, timeout=30):
+    def terminate(self, timeout=30, signalled=False):
         """SIGTERM (and SIGCONT if stopped), wait; SIGKILL if it does not exit.
-        Returns (exit code, whether it exited by itself)."""
+        signalled: SIGTERM was sent already (a second one may mean "force
+        quit" to the process). Returns (exit code, whether it exited by itself)."""
         if self.popen.poll() is not None:
             return self.popen.poll(), True
-        self.send_signal(signal.SIGTERM)
+        if not signalled:
+            self.send_signal(signal.SIGTERM)
         if self.stopped:
             self.cont()
         rc = self.wait(timeout)
@@ -894,12 +896,17 @@ class Cluster:
 
     # --- workers
     def start_worker(self, name=None, concurrency=2, builtins=True, handlers=None,
-                     extra=(), env=None, broker=None):
+                     extra=(), env=None, broker=None, grace=10):
+        """dagq-worker --broker BACKEND --concurrency N --name NAME
+        [--builtins] [--handler TYPE=CMD]... --grace S (bounds a test's
+        teardown when a job hangs)."""
         require(WORKER_BIN)
         self._worker_seq += 1
         name = name or "w%d" % self._worker_seq
         argv = [WORKER_BIN, "--broker", broker or self.backend, "--concurrency", str(concurrency),
                 "--name", name]
+        if grace is not None:
+            argv += ["--grace", str(grace)]
         if builtins:
             argv.append("--builtins")
         for t, cmd in (handlers or {}).items():
@@ -1026,14 +1033,16 @@ class Cluster:
             return
         self._closed = True
         self._drop_client()
+        signalled = set()
         for w in self.workers:
             if w.alive():
                 w.send_signal(signal.SIGTERM)
+                signalled.add(w)
                 if w.stopped:
                     w.cont()
         for w in self.workers:
-            if w.returncode is None:
-                rc, clean = w.terminate(timeout=40)
+            if w.returncode is None or w in signalled:
+                rc, clean = w.terminate(timeout=40, signalled=w in signalled)
                 if self.check_clean_exit and (not clean or rc != 0):
                     self.problems.append("%s exited with rc %s at SIGTERM%s" % (
                         w.name, rc, "" if clean else " (had to be SIGKILLed)"))

@@ -311,9 +311,15 @@ wait
                     r = c.cli(*cmd)
                     self.assertEqual(r.rc, 1, r)
                     self.assertRegex(r.stderr, r"(?i)not.?found|unknown|not issued|not a dagq", r)
-            r = c.cli("dag", "%s-d424242" % bid)
-            self.assertEqual(r.rc, 1, r)
-            self.assertRegex(r.stderr, r"(?i)not.?found|unknown", r)
+            for did in ("%s-d424242" % bid, "zzzzz-d1", "not-an-id", "%s-5" % bid):
+                r = c.cli("dag", did)
+                self.assertIn(r.rc, (1, 2), r)
+                self.assertRegex(r.stderr, r"(?i)not.?found|unknown|not issued|not a", r)
+            for did in ("zzzzz-d1", "garbage", "%s-d0" % bid, "%s-7" % bid):
+                with self.assertRaises(h.DqError) as cm:
+                    c.client().dag(did)
+                self.assertEqual(cm.exception.name, "not_found", cm.exception)
+                self.assertTrue(c.broker.alive(), c.broker.tail())
             for req in (("STATUS", {"ids": ["%s-999999" % bid]}), ("RESULT", {"id": "%s-5" % bid}),
                         ("CANCEL", {"id": "%s-5" % bid}), ("DAG", {"id": "%s-d5" % bid})):
                 with self.assertRaises(h.DqError) as cm:

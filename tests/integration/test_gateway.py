@@ -28,7 +28,6 @@ import ssl
 import struct
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
@@ -388,6 +387,11 @@ def sample(families, family, name=None, **labels):
 class GatewayTestBase(unittest.TestCase):
     """Gateways started with self.start are stopped (SIGTERM, exit code 0
     and no sanitizer report required) before their cluster."""
+
+    @classmethod
+    def setUpClass(cls):
+        if not os.access(GATEWAY_BIN, os.X_OK):
+            raise unittest.SkipTest("%s is not built (DAGQ_BUILD_GATEWAY=OFF?)" % GATEWAY_BIN)
 
     def setUp(self):
         self._gateways = []
@@ -892,6 +896,104 @@ class GatewayTest(GatewayTestBase):
             r = g.post("/v1/jobs/echo?wait=60", b"after restart")
             self.assertEqual((r.status, r.body), (200, b"after restart"), r)
             self.assertEqual(g.job(ids[0])["state"], "succeeded")
+
+    # ------------------------------------------------------------------
+    def test_store_full_and_broker_limits(self):
+        """507 with Retry-After when the broker's store is full; 413 for a
+        payload over the broker's --max-payload, each request answered on
+        its own even when coalesced with good ones."""
+        with self.cluster(name="gw-full", broker_args=["--max-store-bytes", "1"]) as c:
+            g = self.start(c)
+            r = g.post("/v1/jobs/echo", b"x")
+            self.assertEqual(r.status, 507, r)
+            self.assertEqual(r.error_code(), "store_full")
+            self.assertGreaterEqual(int(r.headers["retry-after"]), 1)
+            r = g.post("/v1/jobs", json.dumps({"jobs": [{"type": "echo"}]}).encode())
+            self.assertEqual(r.status, 507, r)
+        with self.cluster(name="gw-payload", broker_args=["--max-payload", "1K"]) as c:
+            c.start_worker(concurrency=2)
+            g = self.start(c)
+            out = []
+
+            def post(body):
+                out.append((body, g.post("/v1/jobs/echo", body)))
+            bodies = [b"s" * 100 if i % 3 else b"L" * 5000 for i in range(30)]
+            ts = [threading.Thread(target=post, args=(b,)) for b in bodies]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+            for body, r in out:
+                if len(body) > 1024:
+                    self.assertEqual(r.status, 413, r)
+                    self.assertEqual(r.error_code(), "too_big")
+                    self.assertIn("--max-payload", r.json()["error"]["message"])
+                else:
+                    self.assertEqual(r.status, 202, r)
+
+    # ------------------------------------------------------------------
+    def test_broker_killed_with_requests_in_flight(self):
+        """kill -9 of the broker while clients submit, then a restart: every
+        202 is a durable job with the right payload, and re-sent requests
+        create no duplicates (at most one job per request)."""
+        with self.cluster(name="gw-restart") as c:
+            c.start_worker(concurrency=4)
+            g = self.start(c, ["--request-timeout", "30"])
+            stop = threading.Event()
+            sent = []
+            lock = threading.Lock()
+            errors = []
+
+            def client(t):
+                conn = g.connection(timeout=60)
+                i = 0
+                try:
+                    while not stop.is_set():
+                        payload = b"r%d-%d" % (t, i)
+                        i += 1
+                        try:
+                            r = g.post("/v1/jobs/echo", payload, conn=conn)
+                        except (OSError, http.client.HTTPException):
+                            conn.close()
+                            conn = g.connection(timeout=60)
+                            with lock:
+                                sent.append((payload, None, None))
+                            continue
+                        with lock:
+                            sent.append((payload, r.status,
+                                         r.json()["id"] if r.status == 202 else None))
+                except Exception as e:  # noqa: BLE001
+                    errors.append(e)
+                finally:
+                    conn.close()
+            ts = [threading.Thread(target=client, args=(t,)) for t in range(4)]
+            for t in ts:
+                t.start()
+            h.wait_until(lambda: len(sent) >= 50, timeout=60, what="first requests")
+            c.kill_broker()
+            c.restart_broker()
+            n_at_restart = len(sent)
+            h.wait_until(lambda: sum(1 for s in sent[n_at_restart:] if s[1] == 202) >= 50,
+                         timeout=120, what="requests accepted after the restart")
+            stop.set()
+            for t in ts:
+                t.join()
+            self.assertEqual(errors, [])
+            accepted = [(p, jid) for p, st, jid in sent if st == 202]
+            statuses = {st for _, st, _ in sent}
+            self.assertLessEqual(statuses, {202, 503, None}, statuses)
+            ids = [jid for _, jid in accepted]
+            self.assertEqual(len(set(ids)), len(ids), "one id for two requests")
+            c.wait_terminal(ids, timeout=180)
+            outs = c.client().results_many(ids)
+            wrong = [(p, jid) for p, jid in accepted
+                     if not isinstance(outs[jid], dict) or outs[jid].get("output") != p]
+            self.assertEqual(wrong, [], "accepted jobs lost or changed")
+            total = sum(t["waiting"] + t["queued"] + t["running"] + t["succeeded"] + t["failed"]
+                        + t["cancelled"] + t["skipped"]
+                        for t in h.stats_types(c.client().stats()).values())
+            self.assertGreaterEqual(total, len(ids))
+            self.assertLessEqual(total, len(sent), "more jobs than requests: duplicates")
 
     # ------------------------------------------------------------------
     def test_slow_clients_and_oversize_bodies(self):
