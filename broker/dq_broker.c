@@ -381,6 +381,20 @@ s_flush (dq_broker_t *self)
 //  ---------------------------------------------------------------------------
 //  Job state and bookkeeping
 
+//  A copy of an error text, at most DQ_PROTO_STR_MAX bytes long.
+static char *
+s_error_dup (const char *error)
+{
+    if (!error)
+        return NULL;
+    size_t len = strnlen (error, DQ_PROTO_STR_MAX);
+    char *copy = malloc (len + 1);
+    assert (copy);
+    memcpy (copy, error, len);
+    copy [len] = 0;
+    return copy;
+}
+
 static void
 s_set_state (dq_broker_t *self, dq_bjob_t *job, int state)
 {
@@ -541,7 +555,7 @@ s_terminal (dq_broker_t *self, dq_bjob_t *job, int state,
         job->output_size = (uint32_t) output_size;
     }
     free (job->error);
-    job->error = error? strndup (error, DQ_PROTO_STR_MAX): NULL;
+    job->error = s_error_dup (error);
     job->skipped_by = skipped_by;
     if (self->unfinished)
         self->unfinished--;
@@ -603,7 +617,7 @@ s_attempt_failed (dq_broker_t *self, dq_bjob_t *job, const char *error,
     }
     job->run_at_ms = self->now + delay;
     free (job->error);
-    job->error = error? strndup (error, DQ_PROTO_STR_MAX): NULL;
+    job->error = s_error_dup (error);
     if (self->store
     &&  dq_store_set_retry (self->store, job->node.id, job->attempts,
                             job->run_at_ms, job->error))

@@ -119,7 +119,7 @@ total=$("$DAGQ" result "$(jq -r .jobs.total "$WORK/wc.ids")" | tr -d '[:space:]'
 want=$(cat $FILES | wc -w)
 echo "   words counted by the DAG: $total, by wc -w: $want"
 [ "$total" = "$want" ] || { echo "   MISMATCH"; exit 1; }
-"$DAGQ" dag "$DAG2" | tail -4
+"$DAGQ" dag "$DAG2" | head -2
 
 if [ -x "$BIN/gateway/dagq-gateway" ]; then
   echo "== 3. over HTTP, through dagq-gateway at http://$HTTP"
@@ -131,7 +131,7 @@ if [ -x "$BIN/gateway/dagq-gateway" ]; then
   dag3=$(echo "$resp" | jq -r .dag_id)
   echo "   POST /v1/dags -> DAG $dag3"
   "$DAGQ" wait "$dag3" --timeout 300
-  echo "   GET /v1/dags/$dag3 -> state $(curl -s "http://$HTTP/v1/dags/$dag3" | jq -r .state)"
+  echo "   GET /v1/dags/$dag3 -> state $(curl -s "http://$HTTP/v1/dags/$dag3" | jq -r .dag.state)"
 fi
 
 echo "== what happened"

@@ -2333,14 +2333,20 @@ dq_gateway_run (dq_gateway_t *self)
     sigemptyset (&sa.sa_mask);
     sigaction (SIGINT, &sa, NULL);
     sigaction (SIGTERM, &sa, NULL);
+    int rc = 0;
     while (!self->stopping) {
         struct timespec ts = { 0, S_REAP_MS * 1000000L };
         nanosleep (&ts, NULL);
         s_reap (self);
+        if (dq_gwlink_failed (self->link)) {
+            dq_log_error ("gateway - the broker link failed; exiting");
+            rc = DQ_GATEWAY_EXIT_RUNTIME;
+            break;
+        }
     }
     dq_log_info ("gateway - stopping");
     s_signal_target = NULL;
-    return 0;
+    return rc;
 }
 
 void

@@ -78,7 +78,8 @@ uint16_t
     dq_gateway_port (dq_gateway_t *self);
 
 //  Serve until SIGINT/SIGTERM (or dq_gateway_stop); also enforces the
-//  request-head deadline (slow clients). Returns 0.
+//  request-head deadline (slow clients). Returns 0, or
+//  DQ_GATEWAY_EXIT_RUNTIME if the broker link failed.
 int
     dq_gateway_run (dq_gateway_t *self);
 

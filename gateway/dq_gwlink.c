@@ -100,6 +100,7 @@ struct _dq_gwlink_t {
     bool wants_jobs;         //  a new single job would be sent at once
     int efd;                 //  eventfd: pushers wake the thread
     atomic_uint_fast64_t last_answer;
+    atomic_bool failed;      //  the thread stopped on an error
     //  Counters (dq_gwlink_stats_t), relaxed atomics.
     atomic_uint_fast64_t n_batches, n_batched, n_resends, n_timeouts,
                          n_splits, n_reconnects, n_inflight, n_waiting, n_turns;
@@ -482,12 +483,6 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
 static void
 s_flush_pending (dq_gwlink_t *self)
 {
-    static int min_batch = -1, min_wait = 0;
-    if (min_batch < 0) { min_batch = getenv ("GW_MINB")? atoi (getenv ("GW_MINB")): 0; min_wait = getenv ("GW_MINW")? atoi (getenv ("GW_MINW")): 0; }
-    if (min_batch && self->pend_head && self->now - self->pend_head->since_ < (uint64_t) min_wait) {
-        uint32_t cnt = 0; for (dq_gwop_t *o = self->pend_head; o && cnt < (uint32_t) min_batch; o = o->next_) cnt++;
-        if (cnt < (uint32_t) min_batch) return;
-    }
     while (self->pend_head && self->batches_out < S_BATCHES_INFLIGHT) {
         //  Count what fits: jobs, bytes, and no idempotency key twice (the
         //  broker would create both jobs of one submission).
@@ -1029,6 +1024,7 @@ s_run (void *arg)
         self->now = dq_mono_ms ();
         if (rc == -1 && errno != EINTR) {
             dq_log_error ("broker - zmq_poll failed: %s", zmq_strerror (errno));
+            atomic_store (&self->failed, true);
             break;
         }
         if (rc > 0 && (items [1].revents & ZMQ_POLLIN)) {
@@ -1047,6 +1043,10 @@ s_run (void *arg)
         if (self->now - self->last_scan >= S_SCAN_MS)
             s_scan (self);
     }
+    //  From now on pushes are answered at once, on the pushing thread.
+    pthread_mutex_lock (&self->lock);
+    self->stopping = true;
+    pthread_mutex_unlock (&self->lock);
     s_drain_all (self);
     return NULL;
 }
@@ -1225,6 +1225,12 @@ dq_gwlink_push (dq_gwlink_t *self, dq_gwop_t *op)
         if (write (self->efd, &one, sizeof one) < 0 && errno != EAGAIN)
             dq_log_warn ("gateway - eventfd write failed: %s", strerror (errno));
     }
+}
+
+bool
+dq_gwlink_failed (dq_gwlink_t *self)
+{
+    return atomic_load (&self->failed);
 }
 
 uint64_t

@@ -136,6 +136,11 @@ void
 void
     dq_gwlink_push (dq_gwlink_t *self, dq_gwop_t *op);
 
+//  True if the link thread stopped on an error (it answers every op with
+//  DQ_ERR_UNAVAILABLE from then on). Thread-safe.
+bool
+    dq_gwlink_failed (dq_gwlink_t *self);
+
 //  Monotonic ms (dq_mono_ms) of the broker's last answer, 0 if none yet.
 //  Thread-safe.
 uint64_t
