@@ -51,7 +51,8 @@ typedef struct {
     char *topic;
     void *body;
     size_t body_size;
-    uint64_t job;            //  JOB: the job's sequence, to undo on failure
+    uint64_t *jobs;          //  JOB: the jobs' sequences, to undo on failure
+    uint32_t njobs;
     uint32_t worker;         //  JOB: the worker's number
 } s_out_t;
 
@@ -75,6 +76,7 @@ struct _dq_broker_t {
     dq_idmap_t *dags;        //  sequence -> dq_bdag_t (owned)
     zhashx_t *keys;          //  key -> s_key_t (owned)
     zlistx_t *key_order;     //  s_key_t in creation order, for expiry
+    zlistx_t *pending_workers;  //  workers given jobs this turn
     dq_sched_t *sched;
     dq_registry_t *registry;
     dq_dag_t *dag;
@@ -226,7 +228,8 @@ s_out_push (dq_broker_t *self)
     o->rid_size = 0;
     o->topic = NULL;
     o->body = NULL;
-    o->job = 0;
+    o->jobs = NULL;
+    o->njobs = 0;
     o->worker = 0;
     return o;
 }
@@ -328,19 +331,24 @@ static void s_set_state (dq_broker_t *self, dq_bjob_t *job, int state);
 static void
 s_undo_dispatch (dq_broker_t *self, s_out_t *o)
 {
-    dq_bjob_t *job = s_job (self, o->job);
-    if (!job || job->state != DQ_STATE_RUNNING || !job->worker
-    ||  job->worker->num != o->worker)
-        return;
-    dq_bworker_t *w = job->worker;
-    s_release_worker (self, job);
-    if (job->attempts)
-        job->attempts--;
-    s_set_state (self, job, DQ_STATE_QUEUED);
-    s_enqueue (self, job);
+    bool undone = false;
+    dq_bworker_t *w = NULL;
+    for (uint32_t i = 0; i < o->njobs; i++) {
+        dq_bjob_t *job = s_job (self, o->jobs [i]);
+        if (!job || job->state != DQ_STATE_RUNNING || !job->worker
+        ||  job->worker->num != o->worker)
+            continue;
+        w = job->worker;
+        s_release_worker (self, job);
+        if (job->attempts)
+            job->attempts--;
+        s_set_state (self, job, DQ_STATE_QUEUED);
+        s_enqueue (self, job);
+        undone = true;
+    }
     //  EAGAIN means it stopped reading: give it nothing more until it
     //  speaks again (or its heartbeats lapse and it is dropped).
-    if (!w->stalled) {
+    if (undone && !w->stalled) {
         w->stalled = true;
         dq_sched_worker_changed (self->sched, w);
         dq_log_warn ("worker=w%u host=%s - not reading, jobs go elsewhere",
@@ -373,6 +381,7 @@ s_flush (dq_broker_t *self)
                 dq_log_debug ("%s not sent: %s", cmd, zmq_strerror (errno));
         }
         free (o->body);
+        free (o->jobs);
     }
     self->nout = 0;
     //  Undone dispatches are queued again; the next turn hands them out.
@@ -1397,6 +1406,7 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     w->host = strdup (msg->host? msg->host: "");
     w->pid = msg->pid;
     w->capacity = msg->capacity;
+    w->batch = msg->batch;
     w->stalled = false;
     s_worker_free_strings (w);
     w->types = calloc (msg->ntypes + 1, sizeof (char *));
@@ -1459,58 +1469,70 @@ s_ack_later (dq_bworker_t *w, uint64_t seq)
     w->acks [w->nacks++] = seq;
 }
 
+//  Record one result. The outcome counts even from a worker we do not know
+//  (it ran the job before a broker restart): first terminal outcome wins.
+//  Returns the job, or NULL if it is unknown (expired).
+static dq_bjob_t *
+s_record_result (dq_broker_t *self, dq_bworker_t *w, const dq_result_rec_t *r)
+{
+    dq_bjob_t *job = s_job_by_id (self, r->id);
+    if (!job || dq_state_is_terminal (job->state))
+        return job;
+    if (job->worker && job->worker != w) {
+        //  Another worker holds a later lease on it: it can stop.
+        s_abandon (self, job, "finished elsewhere");
+    }
+    if (!r->ok)
+        s_attempt_failed (self, job, r->error? r->error: "failed", true);
+    else
+    if (r->output_size > self->cfg.max_payload)
+        s_attempt_failed (self, job, "output over the --max-payload limit", false);
+    else {
+        if (r->content_type && !job->content_type)
+            job->content_type = strdup (r->content_type);
+        s_finish (self, job, DQ_STATE_SUCCEEDED, r->output, r->output_size, NULL);
+    }
+    return job;
+}
+
 static void
 s_handle_done (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
 {
     dq_bworker_t *w = dq_registry_lookup (self->registry, peer->rid, peer->rid_size);
-    dq_bjob_t *job = s_job_by_id (self, msg->id);
-    //  The outcome counts even from a worker we do not know (it ran the job
-    //  before a broker restart): first terminal outcome wins.
-    if (job && !dq_state_is_terminal (job->state)) {
-        if (job->worker && job->worker != w) {
-            //  Another worker holds a later lease on it: it can stop.
-            s_abandon (self, job, "finished elsewhere");
-        }
-        if (msg->ok) {
-            if (msg->output_size > self->cfg.max_payload) {
-                s_attempt_failed (self, job, "output over the --max-payload limit", false);
+    dq_result_rec_t single = { msg->id, msg->attempt, msg->ok, msg->output,
+                               msg->output_size, msg->error, msg->content_type };
+    dq_result_rec_t *results = msg->nresults? msg->results: &single;
+    uint32_t n = msg->nresults? msg->nresults: 1;
+    //  Results of jobs we know are acknowledged after the commit, with the
+    //  worker's other ACKs; the rest (unknown worker, expired job) at once.
+    const char **now_ids = NULL;
+    uint32_t nnow = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        if (!results [i].id)
+            continue;
+        dq_bjob_t *job = s_record_result (self, w, &results [i]);
+        if (w)
+            w->done++;
+        if (w && job)
+            s_ack_later (w, job->node.id);
+        else {
+            if (!now_ids) {
+                now_ids = malloc (n * sizeof (char *));
+                assert (now_ids);
             }
-            else {
-                if (msg->content_type && !job->content_type)
-                    job->content_type = strdup (msg->content_type);
-                s_finish (self, job, DQ_STATE_SUCCEEDED, msg->output,
-                          msg->output_size, NULL);
-            }
+            now_ids [nnow++] = results [i].id;
         }
-        else
-            s_attempt_failed (self, job, msg->error? msg->error: "failed", true);
     }
-    if (!w) {
-        //  Acknowledge straight away so it stops resending, then ask it
-        //  to register.
-        char id [DQ_ID_MAX];
-        snprintf (id, sizeof id, "%s", msg->id);
-        const char *ids [1] = { id };
+    if (nnow) {
         dq_msg_t ack;
         dq_msg_init (&ack, DQ_CMD_ACK);
-        ack.ids = ids;
-        ack.nids = 1;
+        ack.ids = now_ids;
+        ack.nids = nnow;
         s_queue_msg (self, self->be, peer->rid, peer->rid_size, &ack);
+    }
+    free (now_ids);
+    if (!w)
         s_reregister (self, peer);
-        return;
-    }
-    w->done++;
-    if (job)
-        s_ack_later (w, job->node.id);
-    else {
-        //  Unknown (expired) job: acknowledge it by its id string.
-        dq_msg_t ack;
-        const char *ids [1] = { msg->id };
-        dq_msg_init (&ack, DQ_CMD_ACK);
-        ack.ids = ids;
-        ack.nids = 1;
-        s_queue_worker (self, w, &ack);
-    }
 }
 
 //  Drop a worker: every job it held goes back to its queue, the attempt
@@ -1677,18 +1699,34 @@ s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
     s_set_state (self, job, DQ_STATE_RUNNING);
     if (job->timeout_ms)
         s_timer_add (self, job, self->now + job->timeout_ms);
-    char id [DQ_ID_MAX], wid [16];
-    s_job_id (self, job->node.id, id);
+    char wid [16];
     snprintf (wid, sizeof wid, "w%u", w->num);
     if (self->store
     &&  dq_store_set_started (self->store, job->node.id, job->attempts,
                               job->started_ms, wid))
         s_store_fail (self, "recording a dispatch");
-    dq_parent_t parents_small [8];
-    dq_parent_t *parents = job->node.nparents <= 8? parents_small:
-                           malloc (job->node.nparents * sizeof *parents);
-    assert (parents);
-    char (*pids) [DQ_ID_MAX] = job->node.nparents? malloc (job->node.nparents * DQ_ID_MAX): NULL;
+    //  The JOB message is built once the turn's dispatching is done, so a
+    //  worker given several jobs gets them in one message.
+    if (w->npending == w->pending_cap) {
+        uint32_t cap = w->pending_cap? w->pending_cap * 2: 16;
+        dq_bjob_t **pending = realloc (w->pending, cap * sizeof *pending);
+        assert (pending);
+        w->pending = pending;
+        w->pending_cap = cap;
+    }
+    if (w->npending == 0)
+        zlistx_add_end (self->pending_workers, w);
+    w->pending [w->npending++] = job;
+    dq_log_debug ("job=%s-%" PRIu64 " type=%s worker=w%u attempt=%u - dispatched",
+                  self->broker_id, job->node.id, job->type->name, w->num, job->attempts);
+}
+
+//  Fill a task record for job; parent ids go to pids (nparents of them).
+static void
+s_task_rec (dq_broker_t *self, dq_bjob_t *job, dq_task_rec_t *t, char *id,
+            dq_parent_t *parents, char (*pids) [DQ_ID_MAX])
+{
+    s_job_id (self, job->node.id, id);
     for (uint32_t k = 0; k < job->node.nparents; k++) {
         dq_bjob_t *p = (dq_bjob_t *) job->node.parents [k].node;
         memset (&parents [k], 0, sizeof parents [k]);
@@ -1702,33 +1740,115 @@ s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
         else
             parents [k].id = "(expired)";
     }
+    *t = (dq_task_rec_t) {
+        .id = id, .type = job->type->name, .payload = job->payload,
+        .payload_size = job->payload_size, .content_type = job->content_type,
+        .attempt = job->attempts, .timeout_ms = job->timeout_ms,
+        .parents = parents, .nparents = job->node.nparents };
+}
+
+//  Queue JOB messages for jobs[0..n-1] of worker w: one message with a
+//  "tasks" array when the worker takes batches, else one per job. Returns
+//  false if the message could not be encoded (too big).
+static bool
+s_queue_jobs (dq_broker_t *self, dq_bworker_t *w, dq_bjob_t **jobs, uint32_t n)
+{
+    size_t nparents = 0;
+    for (uint32_t i = 0; i < n; i++)
+        nparents += jobs [i]->node.nparents;
+    dq_task_rec_t *tasks = malloc (n * sizeof *tasks);
+    char (*ids) [DQ_ID_MAX] = malloc ((size_t) n * DQ_ID_MAX);
+    dq_parent_t *parents = malloc ((nparents + 1) * sizeof *parents);
+    char (*pids) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
+    uint64_t *seqs = malloc (n * sizeof *seqs);
+    assert (tasks && ids && parents && pids && seqs);
+    size_t at = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        s_task_rec (self, jobs [i], &tasks [i], ids [i], parents + at, pids + at);
+        at += jobs [i]->node.nparents;
+        seqs [i] = jobs [i]->node.id;
+    }
     dq_msg_t msg;
     dq_msg_init (&msg, DQ_CMD_JOB);
-    msg.id = id;
-    msg.type = job->type->name;
-    msg.payload = job->payload;
-    msg.payload_size = job->payload_size;
-    msg.content_type = job->content_type;
-    msg.attempt = job->attempts;
-    msg.timeout_ms = job->timeout_ms;
-    msg.parents = parents;
-    msg.nparents = job->node.nparents;
-    size_t before = self->nout;
-    s_queue_worker (self, w, &msg);
-    if (self->nout > before) {
-        self->out [before].job = job->node.id;
-        self->out [before].worker = w->num;
+    if (n == 1 && !w->batch) {
+        dq_task_rec_t *t = &tasks [0];
+        msg.id = t->id;
+        msg.type = t->type;
+        msg.payload = t->payload;
+        msg.payload_size = t->payload_size;
+        msg.content_type = t->content_type;
+        msg.attempt = t->attempt;
+        msg.timeout_ms = t->timeout_ms;
+        msg.parents = t->parents;
+        msg.nparents = t->nparents;
     }
     else {
-        //  Could not encode (parents' outputs too big together): fail it.
-        s_attempt_failed (self, job, "the job's message (payload and parents' "
-                          "outputs) is over the message size limit", false);
+        msg.tasks = tasks;
+        msg.ntasks = n;
     }
-    if (parents != parents_small)
-        free (parents);
+    size_t before = self->nout;
+    s_queue_worker (self, w, &msg);
+    bool queued = self->nout > before;
+    if (queued) {
+        self->out [before].jobs = seqs;
+        self->out [before].njobs = n;
+        self->out [before].worker = w->num;
+    }
+    else
+        free (seqs);
     free (pids);
-    dq_log_debug ("job=%s type=%s worker=w%u attempt=%u - dispatched", id,
-                  job->type->name, w->num, job->attempts);
+    free (parents);
+    free (ids);
+    free (tasks);
+    return queued;
+}
+
+//  Batches stay well under the message limit and keep a slow worker's
+//  share of the queue small.
+#define S_BATCH_JOBS_MAX  256
+#define S_BATCH_BYTES_MAX (4u << 20)
+
+static void
+s_send_jobs (dq_broker_t *self)
+{
+    dq_bworker_t *w;
+    while ((w = zlistx_first (self->pending_workers))) {
+        zlistx_delete (self->pending_workers, NULL);
+        uint32_t i = 0;
+        while (i < w->npending) {
+            uint32_t n = 0;
+            size_t bytes = 0;
+            if (w->batch) {
+                while (i + n < w->npending && n < S_BATCH_JOBS_MAX
+                &&     (n == 0 || bytes < S_BATCH_BYTES_MAX)) {
+                    dq_bjob_t *job = w->pending [i + n];
+                    bytes += job->payload_size;
+                    for (uint32_t k = 0; k < job->node.nparents; k++)
+                        if (job->node.parents [k].node)
+                            bytes += ((dq_bjob_t *) job->node.parents [k].node)->output_size;
+                    n++;
+                }
+            }
+            else
+                n = 1;
+            if (!s_queue_jobs (self, w, w->pending + i, n)) {
+                if (n > 1) {
+                    //  Too big together: one message each.
+                    for (uint32_t k = 0; k < n; k++)
+                        if (!s_queue_jobs (self, w, w->pending + i + k, 1))
+                            s_attempt_failed (self, w->pending [i + k],
+                                "the job's message (payload and parents' outputs) "
+                                "is over the message size limit", false);
+                }
+                else
+                    s_attempt_failed (self, w->pending [i],
+                        "the job's message (payload and parents' outputs) is over "
+                        "the message size limit", false);
+            }
+            i += n;
+        }
+        w->npending = 0;
+    }
 }
 
 static void
@@ -1738,6 +1858,7 @@ s_dispatch_all (dq_broker_t *self)
     dq_bworker_t *w;
     while (dq_sched_next (self->sched, &job, &w))
         s_dispatch (self, job, w);
+    s_send_jobs (self);
 }
 
 static void
@@ -2054,6 +2175,7 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
     self->dags = dq_idmap_new ();
     self->keys = zhashx_new ();
     self->key_order = zlistx_new ();
+    self->pending_workers = zlistx_new ();
     self->sched = dq_sched_new ();
     self->registry = dq_registry_new ();
     dq_dag_events_t events = { s_on_ready, s_on_skip, self };
@@ -2062,7 +2184,8 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
     self->next_seq = 1;
     self->started_ms = self->now = dq_now_ms ();
     if (!self->jobs || !self->dags || !self->keys || !self->key_order
-    ||  !self->sched || !self->registry || !self->dag || !self->timers) {
+    ||  !self->sched || !self->registry || !self->dag || !self->timers
+    ||  !self->pending_workers) {
         snprintf (err, err_size, "out of memory");
         *exit_code = DQ_BROKER_EXIT_CONFIG;
         goto fail;
@@ -2272,6 +2395,7 @@ dq_broker_run (dq_broker_t *self)
         for (size_t i = 0; i < self->nout; i++) {
             free (self->out [i].body);
             free (self->out [i].topic);
+            free (self->out [i].jobs);
         }
         self->nout = 0;
         dq_log_error ("broker=%s - stopped after a store failure", self->broker_id);
@@ -2298,6 +2422,7 @@ dq_broker_destroy (dq_broker_t **self_p)
     for (size_t i = 0; i < self->nout; i++) {
         free (self->out [i].body);
         free (self->out [i].topic);
+        free (self->out [i].jobs);
     }
     free (self->out);
     if (self->jobs) {
@@ -2326,6 +2451,7 @@ dq_broker_destroy (dq_broker_t **self_p)
         dq_idmap_destroy (&self->dags);
     }
     zlistx_destroy (&self->key_order);
+    zlistx_destroy (&self->pending_workers);
     zhashx_destroy (&self->keys);
     dq_registry_destroy (&self->registry);
     dq_sched_destroy (&self->sched);

@@ -85,7 +85,10 @@ struct dq_bworker_s {
     uint64_t done;
     uint64_t *acks;          //  job sequences to acknowledge after commit
     uint32_t nacks, acks_cap;
+    dq_bjob_t **pending;     //  dispatched this turn, JOB not queued yet
+    uint32_t npending, pending_cap;
     bool stalled;            //  a send would block: give it nothing more
+    bool batch;              //  takes several jobs in one JOB message
 };
 
 struct dq_bdag_s {

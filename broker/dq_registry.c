@@ -22,6 +22,7 @@ s_worker_free (void **item_p)
     free (w->jobs);
     free (w->members);
     free (w->acks);
+    free (w->pending);
     free (w);
     *item_p = NULL;
 }

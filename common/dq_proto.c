@@ -277,6 +277,32 @@ s_emit_parent (s_w_t *w, const void *item)
 }
 
 static void
+s_emit_task (s_w_t *w, const void *item)
+{
+    const dq_task_rec_t *t = item;
+    s_w_str (w, "id", t->id);
+    s_w_str (w, "type", t->type);
+    s_w_bin (w, "payload", t->payload, t->payload_size);
+    s_w_str (w, "content_type", t->content_type);
+    s_w_u64 (w, "attempt", t->attempt);
+    s_w_u64 (w, "timeout_ms", t->timeout_ms);
+    s_w_array (w, "parents", s_emit_parent, t->parents, sizeof (dq_parent_t),
+               t->nparents);
+}
+
+static void
+s_emit_result (s_w_t *w, const void *item)
+{
+    const dq_result_rec_t *r = item;
+    s_w_str (w, "id", r->id);
+    s_w_u64 (w, "attempt", r->attempt);
+    s_w_bool (w, "ok", r->ok);
+    s_w_bin (w, "output", r->output, r->output_size);
+    s_w_str (w, "error", r->error);
+    s_w_str (w, "content_type", r->content_type);
+}
+
+static void
 s_emit_jobinfo (s_w_t *w, const void *item)
 {
     const dq_jobinfo_t *j = item;
@@ -381,6 +407,10 @@ s_emit_msg (s_w_t *w, const void *item)
     s_w_u64 (w, "timeout_ms", m->timeout_ms);
     s_w_array (w, "parents", s_emit_parent, m->parents, sizeof (dq_parent_t),
                m->nparents);
+    s_w_array (w, "tasks", s_emit_task, m->tasks, sizeof (dq_task_rec_t), m->ntasks);
+    s_w_array (w, "results", s_emit_result, m->results, sizeof (dq_result_rec_t),
+               m->nresults);
+    s_w_bool (w, "batch", m->batch);
     s_w_u64 (w, "code", m->code);
     s_w_str (w, "message", m->message);
     s_w_u64 (w, "retry_ms", m->retry_ms);
@@ -929,6 +959,35 @@ s_parent_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, vo
 }
 
 static int
+s_task_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_task_rec_t *t = out;
+    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &t->id);
+    if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &t->type);
+    if (KEY ("payload"))      return s_get_bin (d, v, "payload", &t->payload, &t->payload_size);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &t->content_type);
+    if (KEY ("attempt"))      return s_get_u32 (d, v, "attempt", &t->attempt);
+    if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &t->timeout_ms);
+    if (KEY ("parents"))
+        return s_read_records (d, v, "parents", DQ_PROTO_DEPS_MAX, sizeof (dq_parent_t),
+                               s_parent_field, (void **) &t->parents, &t->nparents);
+    return 0;
+}
+
+static int
+s_result_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+{
+    dq_result_rec_t *r = out;
+    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &r->id);
+    if (KEY ("attempt"))      return s_get_u32 (d, v, "attempt", &r->attempt);
+    if (KEY ("ok"))           return s_get_bool (d, v, "ok", &r->ok);
+    if (KEY ("output"))       return s_get_bin (d, v, "output", &r->output, &r->output_size);
+    if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &r->error);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &r->content_type);
+    return 0;
+}
+
+static int
 s_state_field (s_dec_t *d, const msgpack_object *v, int *out)
 {
     uint64_t s;
@@ -1071,6 +1130,13 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
     if (KEY ("parents"))
         return s_read_records (d, v, "parents", DQ_PROTO_DEPS_MAX, sizeof (dq_parent_t),
                                s_parent_field, (void **) &m->parents, &m->nparents);
+    if (KEY ("tasks"))
+        return s_read_records (d, v, "tasks", DQ_PROTO_ARRAY_MAX, sizeof (dq_task_rec_t),
+                               s_task_field, (void **) &m->tasks, &m->ntasks);
+    if (KEY ("results"))
+        return s_read_records (d, v, "results", DQ_PROTO_ARRAY_MAX, sizeof (dq_result_rec_t),
+                               s_result_field, (void **) &m->results, &m->nresults);
+    if (KEY ("batch"))        return s_get_bool (d, v, "batch", &m->batch);
     if (KEY ("code"))         return s_get_u32 (d, v, "code", &m->code);
     if (KEY ("message"))      return s_get_str (d, v, "message", DQ_PROTO_STR_MAX, &m->message);
     if (KEY ("retry_ms"))     return s_get_u32 (d, v, "retry_ms", &m->retry_ms);
@@ -1160,14 +1226,25 @@ s_check (s_dec_t *d, dq_msg_t *m)
             if (m->nids == 0)
                 return s_fail (d, DQ_ERR_INVALID, "%s needs a non-empty 'ids' array", "STATUS");
             return 0;
+        case DQ_CMD_DONE:
+            //  One result (id at the top) or a batch of them.
+            if (!m->id && m->nresults == 0)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id' or 'results'", "DONE");
+            for (uint32_t i = 0; i < m->nresults; i++)
+                if (!m->results [i].id)
+                    return s_fail (d, DQ_ERR_INVALID, "every DONE result needs 'id'%s", "");
+            return 0;
         case DQ_CMD_RESULT: case DQ_CMD_CANCEL: case DQ_CMD_DAG:
-        case DQ_CMD_DONE: case DQ_CMD_ABANDON:
+        case DQ_CMD_ABANDON:
             if (!m->id)
                 return s_fail (d, DQ_ERR_INVALID, "%s needs 'id'", dq_cmd_str (m->cmd));
             return 0;
         case DQ_CMD_JOB:
-            if (!m->id || !m->type)
-                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id' and 'type'", "JOB");
+            if ((!m->id || !m->type) && m->ntasks == 0)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id' and 'type', or 'tasks'", "JOB");
+            for (uint32_t i = 0; i < m->ntasks; i++)
+                if (!m->tasks [i].id || !m->tasks [i].type)
+                    return s_fail (d, DQ_ERR_INVALID, "every JOB task needs 'id' and 'type'%s", "");
             return 0;
         case DQ_CMD_READY:
             for (uint32_t i = 0; i < m->ntypes; i++)

@@ -18,6 +18,8 @@
     Broker -> client:             SUBMITTED JOBS OUTPUT CANCELLED STATS_REPLY
                                   DAG_INFO ERROR
     Worker -> broker (backend):   READY HEARTBEAT DONE BYE
+                                  (JOB and DONE may carry several jobs or
+                                  results: "tasks" / "results" arrays)
     Broker -> worker:             WELCOME HEARTBEAT JOB ACK ABANDON
                                   REREGISTER ERROR
     Broker -> PUB events:         frame 0 topic "job <id> <state>" or
@@ -191,6 +193,30 @@ typedef struct {
     uint64_t created_ms, finished_ms;
 } dq_daginfo_t;
 
+//  One job of a batched JOB message (same fields as a single JOB).
+typedef struct {
+    const char *id;
+    const char *type;
+    const void *payload;
+    size_t payload_size;
+    const char *content_type;
+    uint32_t attempt;
+    uint32_t timeout_ms;
+    dq_parent_t *parents;
+    uint32_t nparents;
+} dq_task_rec_t;
+
+//  One result of a batched DONE message (same fields as a single DONE).
+typedef struct {
+    const char *id;
+    uint32_t attempt;
+    bool ok;
+    const void *output;
+    size_t output_size;
+    const char *error;
+    const char *content_type;
+} dq_result_rec_t;
+
 //  --- A message: one struct holding every field any command uses (like a
 //  zproto class); each command uses the subset docs/protocol.md lists.
 typedef struct {
@@ -217,6 +243,11 @@ typedef struct {
     uint32_t timeout_ms;     //  JOB
     dq_parent_t *parents;    //  JOB
     uint32_t nparents;
+    dq_task_rec_t *tasks;    //  JOB (batched): several jobs in one message
+    uint32_t ntasks;
+    dq_result_rec_t *results;  //  DONE (batched): several results
+    uint32_t nresults;
+    bool batch;              //  READY: this worker takes batched JOBs
     uint32_t code;           //  ERROR: dq_err_t
     const char *message;     //  ERROR ABANDON: human-readable text
     uint32_t retry_ms;       //  ERROR (busy): retry hint

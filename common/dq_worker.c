@@ -68,12 +68,30 @@ typedef struct _s_thread_t s_thread_t;
 
 typedef enum { S_QUEUED, S_RUNNING, S_DONE } s_state_t;
 
+//  A received JOB message, shared by the tasks it carries (a batched JOB
+//  carries several). Engine thread only.
+typedef struct {
+    dq_msg_t *msg;
+    uint32_t refs;
+} s_jobmsg_t;
+
+static void
+s_jobmsg_release (s_jobmsg_t **self_p)
+{
+    s_jobmsg_t *self = *self_p;
+    if (self && --self->refs == 0) {
+        dq_msg_destroy (&self->msg);
+        free (self);
+    }
+    *self_p = NULL;
+}
+
 typedef struct _s_task_t {
     char *id;                    //  job id (key in tasks)
     uint64_t seq;                //  rid of its DONE messages
     s_state_t state;
     s_handler_t *handler;        //  NULL: no handler for the type
-    dq_msg_t *job;               //  the JOB message (owns payload, parents)
+    s_jobmsg_t *job;             //  the JOB message (owns payload, parents)
     dq_task_t view;              //  what the handler sees
     atomic_bool abandoned;
     bool orphan;                 //  abandoned while in the pool: drop on return
@@ -240,7 +258,7 @@ s_task_destroy (s_task_t **self_p)
     if (!*self_p)
         return;
     s_task_t *self = *self_p;
-    dq_msg_destroy (&self->job);
+    s_jobmsg_release (&self->job);
     free (self->result.output);
     free (self->result.error);
     free (self->content_type);
@@ -329,13 +347,13 @@ s_task_finish (dq_worker_t *self, s_task_t *task)
             s_text_clean (r->error, DQ_WORKER_ERROR_MAX);
     }
     const char *ct = r->content_type;
-    if (!ct && task->job)
-        ct = task->job->content_type;
+    if (!ct)
+        ct = task->view.content_type;
     task->content_type = ct? strdup (ct): NULL;
     if (task->content_type)
         s_text_clean (task->content_type, S_CONTENT_TYPE_MAX);
     r->content_type = NULL;
-    dq_msg_destroy (&task->job);
+    s_jobmsg_release (&task->job);
     memset (&task->view, 0, sizeof task->view);
     task->state = S_DONE;
     atomic_fetch_add (&self->done, 1);
@@ -540,6 +558,7 @@ s_send_ready (dq_worker_t *self)
     msg.capacity = self->phase == S_RUN? self->concurrency: 0;
     msg.types = self->types;
     msg.ntypes = self->nhandlers;
+    msg.batch = true;           //  we take several jobs per JOB message
     //  Jobs this process still holds, so the broker counts them again.
     size_t n = zhashx_size (self->tasks);
     const char **running = n? malloc (n * sizeof (char *)): NULL;
@@ -572,25 +591,49 @@ s_send_simple (dq_worker_t *self, dq_cmd_t cmd)
         s_warn (self, "cannot send %s: %s", dq_cmd_str (cmd), zmq_strerror (errno));
 }
 
-//  Send queued DONE messages until the socket pushes back.
+//  Send queued DONE messages until the socket pushes back. Several results
+//  go in one DONE ("results" array): one message per batch, not per job.
+#define S_DONE_BATCH_MAX   256
+#define S_DONE_BATCH_BYTES (4u << 20)
+
 static void
 s_flush_outbox (dq_worker_t *self)
 {
     self->out_blocked = false;
     if (!self->welcomed)
         return;
-    s_task_t *task;
-    while ((task = zlistx_first (self->outbox))) {
+    dq_result_rec_t results [S_DONE_BATCH_MAX];
+    s_task_t *tasks [S_DONE_BATCH_MAX];
+    while (zlistx_size (self->outbox)) {
+        uint32_t n = 0;
+        size_t bytes = 0;
+        for (s_task_t *task = zlistx_first (self->outbox);
+             task && n < S_DONE_BATCH_MAX && (n == 0 || bytes < S_DONE_BATCH_BYTES);
+             task = zlistx_next (self->outbox)) {
+            results [n] = (dq_result_rec_t) {
+                .id = task->id, .attempt = task->attempt, .ok = task->rc == 0,
+                .output = task->result.output, .output_size = task->result.output_size,
+                .error = task->rc == 0? NULL: task->result.error,
+                .content_type = task->content_type };
+            bytes += task->result.output_size;
+            tasks [n++] = task;
+        }
         dq_msg_t msg;
         dq_msg_init (&msg, DQ_CMD_DONE);
-        msg.rid = task->seq;
-        msg.id = task->id;
-        msg.attempt = task->attempt;
-        msg.ok = task->rc == 0;
-        msg.output = task->result.output;
-        msg.output_size = task->result.output_size;
-        msg.content_type = task->content_type;
-        msg.error = task->rc == 0? NULL: task->result.error;
+        msg.rid = tasks [0]->seq;
+        if (n == 1) {
+            msg.id = results [0].id;
+            msg.attempt = results [0].attempt;
+            msg.ok = results [0].ok;
+            msg.output = results [0].output;
+            msg.output_size = results [0].output_size;
+            msg.content_type = results [0].content_type;
+            msg.error = results [0].error;
+        }
+        else {
+            msg.results = results;
+            msg.nresults = n;
+        }
         if (s_send (self, &msg)) {
             if (errno == EAGAIN) {
                 self->out_blocked = true;
@@ -599,13 +642,16 @@ s_flush_outbox (dq_worker_t *self)
             //  Cannot be encoded (we check limits first, so this is a bug):
             //  the broker times the job out.
             s_error (self, "job=%s - cannot send DONE (%s), result dropped",
-                     task->id, zmq_strerror (errno));
+                     tasks [0]->id, zmq_strerror (errno));
+            s_task_t *task = tasks [0];
             s_task_unlink (self, task);
             s_task_destroy (&task);
             continue;
         }
-        zlistx_delete (self->outbox, task->outbox_handle);
-        task->outbox_handle = NULL;
+        for (uint32_t i = 0; i < n; i++) {
+            zlistx_delete (self->outbox, tasks [i]->outbox_handle);
+            tasks [i]->outbox_handle = NULL;
+        }
     }
 }
 
@@ -712,26 +758,24 @@ s_on_welcome (dq_worker_t *self, dq_msg_t *msg)
                 self->heartbeat_ms, self->liveness, zlistx_size (self->outbox));
 }
 
+//  One job from a JOB message (a batched JOB carries several).
 static void
-s_on_job (dq_worker_t *self, dq_msg_t **msg_p)
+s_on_task (dq_worker_t *self, s_jobmsg_t *jm, const dq_task_rec_t *t)
 {
-    dq_msg_t *msg = *msg_p;
     if (self->phase == S_ACKWAIT) {
         //  Leaving: BYE makes the broker requeue it.
-        s_debug (self, "job=%s - received while leaving, ignored", msg->id);
-        dq_msg_destroy (msg_p);
+        s_debug (self, "job=%s - received while leaving, ignored", t->id);
         return;
     }
-    s_task_t *existing = zhashx_lookup (self->tasks, msg->id);
+    s_task_t *existing = zhashx_lookup (self->tasks, t->id);
     if (existing) {
         if (existing->state != S_DONE || existing->rc == 0) {
             //  Still running here, or succeeded and not acknowledged yet:
             //  report under the newer attempt, do not run it twice.
-            s_debug (self, "job=%s attempt=%u - already held here", msg->id, msg->attempt);
-            existing->attempt = msg->attempt;
+            s_debug (self, "job=%s attempt=%u - already held here", t->id, t->attempt);
+            existing->attempt = t->attempt;
             if (existing->state == S_DONE && !existing->resend_at)
                 s_outbox_add (self, existing);
-            dq_msg_destroy (msg_p);
             return;
         }
         //  A failed attempt the broker may count already: run it again.
@@ -739,38 +783,37 @@ s_on_job (dq_worker_t *self, dq_msg_t **msg_p)
         s_task_destroy (&existing);
     }
     s_task_t *task = calloc (1, sizeof *task);
-    char *id = strdup (msg->id);
+    char *id = strdup (t->id);
     if (!task || !id) {
         free (task);
         free (id);
-        s_error (self, "job=%s - out of memory, job ignored", msg->id);
-        dq_msg_destroy (msg_p);
+        s_error (self, "job=%s - out of memory, job ignored", t->id);
         return;
     }
     task->id = id;
     task->seq = ++self->next_seq;
-    task->attempt = msg->attempt;
-    task->handler = s_handler_find (self, msg->type);
-    task->job = msg;
-    *msg_p = NULL;
+    task->attempt = t->attempt;
+    task->handler = s_handler_find (self, t->type);
+    task->job = jm;
+    jm->refs++;
     atomic_init (&task->abandoned, false);
     task->view.id = task->id;
-    task->view.type = msg->type;
-    task->view.payload = msg->payload;
-    task->view.payload_size = msg->payload_size;
-    task->view.content_type = msg->content_type;
-    task->view.attempt = msg->attempt;
-    task->view.timeout_ms = msg->timeout_ms;
-    task->view.parents = msg->parents;
-    task->view.nparents = msg->nparents;
+    task->view.type = t->type;
+    task->view.payload = t->payload;
+    task->view.payload_size = t->payload_size;
+    task->view.content_type = t->content_type;
+    task->view.attempt = t->attempt;
+    task->view.timeout_ms = t->timeout_ms;
+    task->view.parents = t->parents;
+    task->view.nparents = t->nparents;
     task->view.abandoned = &task->abandoned;
     task->view.abandon_fd = -1;
     zhashx_insert (self->tasks, task->id, task);
     s_debug (self, "job=%s type=%s attempt=%u payload_size=%zu - received",
-             task->id, msg->type, msg->attempt, msg->payload_size);
+             task->id, t->type, t->attempt, t->payload_size);
     if (!task->handler) {
         char text [200];
-        snprintf (text, sizeof text, "no handler for type '%s' on this worker", msg->type);
+        snprintf (text, sizeof text, "no handler for type '%s' on this worker", t->type);
         task->rc = -1;
         task->result.error = strdup (text);
         s_warn (self, "job=%s - %s", task->id, text);
@@ -791,6 +834,31 @@ s_on_job (dq_worker_t *self, dq_msg_t **msg_p)
         s_debug (self, "job=%s - all %u pool threads busy, queued here",
                  task->id, self->concurrency);
     }
+}
+
+static void
+s_on_job (dq_worker_t *self, dq_msg_t **msg_p)
+{
+    s_jobmsg_t *jm = calloc (1, sizeof *jm);
+    if (!jm) {
+        s_error (self, "out of memory, JOB ignored");
+        dq_msg_destroy (msg_p);
+        return;
+    }
+    dq_msg_t *msg = jm->msg = *msg_p;
+    *msg_p = NULL;
+    jm->refs = 1;               //  ours, while the tasks are created
+    if (msg->ntasks) {
+        for (uint32_t i = 0; i < msg->ntasks; i++)
+            s_on_task (self, jm, &msg->tasks [i]);
+    }
+    else {
+        dq_task_rec_t t = { msg->id, msg->type, msg->payload, msg->payload_size,
+                            msg->content_type, msg->attempt, msg->timeout_ms,
+                            msg->parents, msg->nparents };
+        s_on_task (self, jm, &t);
+    }
+    s_jobmsg_release (&jm);
 }
 
 static void

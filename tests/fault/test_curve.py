@@ -24,6 +24,7 @@ control) and never with it, captured with tcpdump when installed, else with
 an AF_PACKET socket on the veth.
 """
 
+import concurrent.futures
 import os
 import random
 import shutil
@@ -256,6 +257,7 @@ class CurveTest(unittest.TestCase):
                                              data=b"via gateway", method="POST")
                 with urllib.request.urlopen(req, timeout=h.deadline(60)) as r:
                     self.assertEqual((r.status, r.read()), (200, b"via gateway"))
+                h.log("gateway over CURVE: job done through it")
                 return
             finally:
                 gw.terminate()
@@ -268,16 +270,11 @@ class CurveTest(unittest.TestCase):
         with CurveCluster(self.keys, name="curveno", memory=True) as c:
             rogue = c.start_worker(name="rogue", extra=self.keys.peer_args("rogue"))
             plain = c.start_worker(name="plain")
-            # Each keeps trying (a silent broker: no WELCOME, reconnect) and
-            # never gets in.
-            for p in (rogue, plain):
-                h.wait_until(lambda: log_count(p, "no WELCOME") >= 2, 60,
-                             what="%s refused twice" % p.name)
-            self.assertEqual(c.workers_info(), [])
             ids = c.client().submit([{"type": "echo", "payload": b"secret-%d" % i} for i in range(5)])["ids"]
-            # Refused clients: unknown key, no CURVE, key of the right format
-            # but the broker's own public cert as secret (no secret key).
             before = c.client().stats()["jobs_total"]
+            # Refused clients (unknown key, no CURVE, unknown key from the
+            # environment), all at once: each must give up with exit 3.
+            runs = []
             for name, args, env in (
                     ("unknown key", ["--curve-secret", self.keys.secret("rogue"),
                                      "--curve-broker-public", self.keys.public("broker")], None),
@@ -285,13 +282,29 @@ class CurveTest(unittest.TestCase):
                     ("unknown key (env)", [], {"DAGQ_CURVE_SECRET": self.keys.secret("rogue"),
                                                "DAGQ_CURVE_BROKER_PUBLIC": self.keys.public("broker")})):
                 for cmd in (["stats"], ["submit", "echo", "--data", "x"], ["status", ids[0]]):
-                    r = c.cli("--timeout", "2", *(args + cmd), env=env, timeout=60)
-                    self.assert_refused_cli(r, "%s: %s" % (name, " ".join(cmd)))
-            r = c.cli("--curve-secret", self.keys.public("rogue"), "--curve-broker-public",
-                      self.keys.public("broker"), "stats", timeout=60)
+                    runs.append(("%s: %s" % (name, " ".join(cmd)),
+                                 ["--timeout", "2"] + args + cmd, env))
+            with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+                futs = [(what, pool.submit(c.cli, *argv, env=env, timeout=60))
+                        for what, argv, env in runs]
+                for what, f in futs:
+                    self.assert_refused_cli(f.result(), what)
+            # A public certificate (no _secret file next to it) given as the
+            # secret: a clear error at once.
+            lonely = os.path.join(self.tmp, "lonely")
+            os.makedirs(lonely)
+            shutil.copy(self.keys.public("rogue"), lonely)
+            r = c.cli("--timeout", "2", "--curve-secret", os.path.join(lonely, "rogue"),
+                      "--curve-broker-public", self.keys.public("broker"), "stats", timeout=60)
             self.assertNotEqual(r.rc, 0, r)
-            self.assertTrue(r.stderr.strip(), r)
+            self.assertIn("secret", r.stderr, r)
             self.assertEqual(c.client().stats()["jobs_total"], before, "a refused client created jobs")
+            # The workers keep trying (a silent broker: no WELCOME, reconnect)
+            # and never get in.
+            for p in (rogue, plain):
+                h.wait_until(lambda: log_count(p, "no WELCOME") >= 2, 60,
+                             what="%s refused twice" % p.name)
+            self.assertEqual(c.workers_info(), [])
             # Nothing ran: the jobs wait for an allowed worker, then run on it.
             self.assertTrue(all(h.state_name(i["state"]) == "queued" and i["attempts"] == 0
                                 for i in c.client().status(ids)))

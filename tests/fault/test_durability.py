@@ -298,7 +298,9 @@ class DurabilityTest(unittest.TestCase):
             runs = c.path("runs.log")
             child_log = c.path("child.log")
             handlers = {
-                "slow": 'echo "$DAGQ_ATTEMPT $$" >> "%s"; sleep 2; printf "slow-done-%%s" "$DAGQ_ATTEMPT"' % runs,
+                # Attempt 1 never finishes by itself: the victim dies holding it.
+                "slow": 'echo "$DAGQ_ATTEMPT $$" >> "%s"; if [ "$DAGQ_ATTEMPT" -eq 1 ]; then '
+                        'sleep 600; fi; printf "slow-done-%%s" "$DAGQ_ATTEMPT"' % runs,
                 "child": 'echo "$DAGQ_JOB_ID $DAGQ_ATTEMPT" >> "%s"; cat "$DAGQ_PARENTS_DIR/slow"' % child_log,
             }
             victim = c.start_worker(name="victim", concurrency=1, builtins=False, handlers=handlers)

@@ -77,20 +77,23 @@ class CoreTest(unittest.TestCase):
             victim = c.start_worker(name="victim", concurrency=4)
             c.wait_workers(names=["victim"])
             victim_id = c.worker_ids()["victim"]
-            ids = [c.submit("sleep", "--attempts", "3", data="3000") for _ in range(4)]
+            # Submitted over the protocol so all four are running at once
+            # soon; the victim dies right after, well within the 5 s sleeps.
+            ids = c.client().submit([{"type": "sleep", "payload": b"5000", "attempts": 3}
+                                     for _ in range(4)])["ids"]
 
             def all_on_victim():
                 infos = c.client().status(ids)
                 return all(h.state_name(i["state"]) == "running" and i.get("worker") == victim_id
                            for i in infos) and infos
             h.wait_until(all_on_victim, 60, what="4 sleep jobs running on the victim")
+            victim.kill(signal.SIGKILL)
+            self.assertEqual(victim.reap(), -signal.SIGKILL)
             c.start_worker(name="heir1", concurrency=2)
             c.start_worker(name="heir2", concurrency=2)
             c.wait_workers(names=["heir1", "heir2"])
             heirs = c.worker_ids()
             heir_ids = {heirs["heir1"], heirs["heir2"]}
-            victim.kill(signal.SIGKILL)
-            self.assertEqual(victim.reap(), -signal.SIGKILL)
             r = c.cli("wait", *ids, "--timeout", str(h.deadline(120)))
             self.assertEqual(r.rc, 0, r)
             for j in c.status(*ids):
@@ -179,7 +182,7 @@ wait
             self.assertIn("bad thing happened", j.get("error") or "", j)
             self.assertNotIn("noise line 0\n", j.get("error") or "", "error is not the tail: %s" % j)
             # Timeout: the whole process group is killed, nothing left behind.
-            tid = c.submit("ext.hang", "--timeout", "1", "--attempts", "1", data="")
+            tid = c.submit("ext.hang", "--timeout", "3", "--attempts", "1", data="")
             pidfile = os.path.join(piddir, "%s.1" % tid)
             h.wait_until(lambda: os.path.exists(pidfile), 60, what="hang.sh wrote its pids")
             shell, pgid, *children = h.read_pids(pidfile)
