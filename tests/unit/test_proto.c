@@ -2347,6 +2347,71 @@ test_proto_socket_bad_frames (void **state)
     s_pair_close (&pair);
 }
 
+//  Batched JOB (tasks) and DONE (results) round trip, and their checks.
+static void
+test_proto_batches (void **state)
+{
+    (void) state;
+    dq_parent_t parents [1] = { { "b1-1", "up", "\0out", 4 } };
+    dq_task_rec_t tasks [2] = {
+        { "b1-2", "echo", "p\0q", 3, "text/plain", 1, 500, parents, 1 },
+        { "b1-3", "sha256", NULL, 0, NULL, 2, 0, NULL, 0 } };
+    dq_msg_t in;
+    dq_msg_init (&in, DQ_CMD_JOB);
+    in.tasks = tasks;
+    in.ntasks = 2;
+    dq_msg_t *out = s_roundtrip (&in);
+    assert_non_null (out);
+    assert_int_equal (out->ntasks, 2);
+    assert_string_equal (out->tasks [0].id, "b1-2");
+    assert_string_equal (out->tasks [0].type, "echo");
+    assert_int_equal (out->tasks [0].payload_size, 3);
+    assert_memory_equal (out->tasks [0].payload, "p\0q", 3);
+    assert_string_equal (out->tasks [0].content_type, "text/plain");
+    assert_int_equal (out->tasks [0].timeout_ms, 500);
+    assert_int_equal (out->tasks [0].nparents, 1);
+    assert_memory_equal (out->tasks [0].parents [0].output, "\0out", 4);
+    assert_int_equal (out->tasks [1].attempt, 2);
+    assert_null (out->tasks [1].payload);
+    dq_msg_destroy (&out);
+
+    dq_result_rec_t results [2] = {
+        { "b1-2", 1, true, "o", 1, NULL, "text/plain" },
+        { "b1-3", 2, false, NULL, 0, "boom", NULL } };
+    dq_msg_init (&in, DQ_CMD_DONE);
+    in.results = results;
+    in.nresults = 2;
+    out = s_roundtrip (&in);
+    assert_non_null (out);
+    assert_int_equal (out->nresults, 2);
+    assert_true (out->results [0].ok);
+    assert_memory_equal (out->results [0].output, "o", 1);
+    assert_false (out->results [1].ok);
+    assert_string_equal (out->results [1].error, "boom");
+    dq_msg_destroy (&out);
+
+    //  A task without a type, a result without an id: invalid.
+    tasks [1].type = NULL;
+    dq_msg_init (&in, DQ_CMD_JOB);
+    in.tasks = tasks;
+    in.ntasks = 2;
+    void *body;
+    size_t size;
+    assert_int_equal (dq_msg_encode (&in, &body, &size), 0);
+    dq_err_t err;
+    assert_null (s_decode (DQ_CMD_JOB, body, size, &err));
+    assert_int_equal (err, DQ_ERR_INVALID);
+    free (body);
+    results [0].id = NULL;
+    dq_msg_init (&in, DQ_CMD_DONE);
+    in.results = results;
+    in.nresults = 2;
+    assert_int_equal (dq_msg_encode (&in, &body, &size), 0);
+    assert_null (s_decode (DQ_CMD_DONE, body, size, &err));
+    assert_int_equal (err, DQ_ERR_INVALID);
+    free (body);
+}
+
 int
 main (void)
 {
@@ -2378,6 +2443,7 @@ main (void)
         cmocka_unit_test (test_proto_socket_inproc),
         cmocka_unit_test (test_proto_socket_tcp),
         cmocka_unit_test (test_proto_socket_bad_frames),
+        cmocka_unit_test (test_proto_batches),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
