@@ -6,6 +6,7 @@
     and exit codes are listed in s_usage.
 */
 #include <czmq.h>
+#include <signal.h>
 #include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
@@ -136,9 +137,29 @@ s_env (const char *name)
     return value && *value? value: NULL;
 }
 
+//  SIGTERM/SIGINT before czmq installs its own handler (when the worker's
+//  socket is created) must stop the worker too, not kill the process.
+static dq_worker_t *volatile s_stop_target;
+static volatile sig_atomic_t s_stop_early;
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    if (s_stop_target)
+        dq_worker_stop (s_stop_target);
+    else
+        s_stop_early = 1;
+}
+
 int
 main (int argc, char *argv [])
 {
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGINT, &sa, NULL);
     s_opts_t o = { 0 };
     o.broker = s_env ("DAGQ_WORKER_BROKER");
     o.name = s_env ("DAGQ_WORKER_NAME");
@@ -323,6 +344,9 @@ main (int argc, char *argv [])
         dq_log_error ("endpoint=%s - cannot create the worker", broker);
         goto out;
     }
+    s_stop_target = worker;
+    if (s_stop_early)
+        dq_worker_stop (worker);
     dq_worker_set_log_level (worker, level);
     dq_worker_set_grace (worker, (int) grace_ms);
     dq_worker_set_max_output (worker, (size_t) max_output);
@@ -348,6 +372,7 @@ main (int argc, char *argv [])
         rc = S_EXIT_OK;
 
 out:
+    s_stop_target = NULL;
     dq_worker_destroy (&worker);
     for (int i = 0; i < o.nhandlers; i++)
         free (o.parsed [i].type);

@@ -780,7 +780,7 @@ class Cluster:
     reported as failures (check_clean_exit=False turns that off).
     """
 
-    def __init__(self, memory=False, broker_args=(), heartbeat_ms=500, liveness=6,
+    def __init__(self, memory=False, broker_args=(), heartbeat_ms=500, liveness=10,
                  retry_base_ms=100, data_dir=None, check_clean_exit=True, name="cluster",
                  start=True):
         self.tmp = make_tmpdir("dagq-%s-" % name)
@@ -801,6 +801,7 @@ class Cluster:
         self._client = None
         self._closed = False
         self.problems = []      # found at stop: unclean exits, sanitizer reports
+        self.worker_names = {}  # broker worker id -> name, from every STATS seen
         self._worker_seq = 0
         if start:
             self.start_broker()
@@ -916,8 +917,21 @@ class Cluster:
         self.workers.append(p)
         return p
 
+    def stats(self):
+        """STATS over the protocol; remembers every worker id -> name seen."""
+        st = self.client().stats()
+        for w in st.get("workers", []):
+            self.worker_names[w.get("id")] = w.get("name")
+        return st
+
     def workers_info(self):
-        return self.client().stats().get("workers", [])
+        return self.stats().get("workers", [])
+
+    def names_of(self, worker_ids):
+        """Worker names for broker-assigned worker ids (a worker that is
+        dropped and re-registers gets a new id); None for ids never seen."""
+        self.stats()
+        return [self.worker_names.get(w) for w in worker_ids]
 
     def worker_ids(self):
         """name -> broker-assigned worker id, for registered workers."""

@@ -146,8 +146,8 @@ class DagTest(unittest.TestCase):
                         violations.append((child["id"], child["started_ms"], par["id"], par["finished_ms"]))
             self.assertFalse(violations, "%d children started before a parent finished, e.g. %s"
                              % (len(violations), violations[:5]))
-            workers = {j.get("worker") for j in info.values()}
-            self.assertEqual(len(workers), 3, "workers used: %s" % workers)
+            workers = set(c.names_of([j.get("worker") for j in info.values()]))
+            self.assertTrue({"g0", "g1", "g2"} <= workers, "workers used: %s" % workers)
             concat = [i for i in range(n) if types[i] == "concat"]
             res = c.client().results_many([ids["n%d" % i] for i in concat])
             for i in concat:
