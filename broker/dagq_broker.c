@@ -204,9 +204,29 @@ s_print_config (const dq_broker_cfg_t *c, int level)
             levels [level]);
 }
 
+//  A signal that arrives before the loop runs stops the broker as soon as
+//  it is created (dq_broker_run installs its own handler then).
+static dq_broker_t *volatile s_stop_target;
+static volatile sig_atomic_t s_stop_early;
+
+static void
+s_on_signal (int sig)
+{
+    (void) sig;
+    if (s_stop_target)
+        dq_broker_stop (s_stop_target);
+    else
+        s_stop_early = 1;
+}
+
 int
 main (int argc, char *argv [])
 {
+    struct sigaction sa;
+    memset (&sa, 0, sizeof sa);
+    sa.sa_handler = s_on_signal;
+    sigaction (SIGTERM, &sa, NULL);
+    sigaction (SIGINT, &sa, NULL);
     //  Our own SIGINT/SIGTERM handling (dq_broker_run) replaces czmq's.
     zsys_handler_set (NULL);
     dq_log_init ("dagq-broker", false);
@@ -316,7 +336,11 @@ main (int argc, char *argv [])
         zconfig_destroy (&file);
         return code;
     }
+    s_stop_target = broker;
+    if (s_stop_early)
+        dq_broker_stop (broker);
     int rc = dq_broker_run (broker);
+    s_stop_target = NULL;
     dq_broker_destroy (&broker);
     zconfig_destroy (&file);
     return rc;
