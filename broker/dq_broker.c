@@ -262,6 +262,28 @@ s_queue_msg (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
     o->body_size = size;
 }
 
+//  Error texts quote what peers sent (ids, names): replace every byte that
+//  is not part of valid UTF-8 with '?', as text on the wire is UTF-8.
+static void
+s_utf8_clean (char *s)
+{
+    unsigned char *p = (unsigned char *) s;
+    while (*p) {
+        int n = *p < 0x80? 0: (*p & 0xe0) == 0xc0? 1: (*p & 0xf0) == 0xe0? 2:
+                (*p & 0xf8) == 0xf0? 3: -1;
+        bool ok = n >= 0;
+        for (int i = 1; ok && i <= n; i++)
+            ok = (p [i] & 0xc0) == 0x80;
+        if (ok && n == 1 && *p < 0xc2)
+            ok = false;         //  overlong
+        if (!ok) {
+            *p++ = '?';
+            continue;
+        }
+        p += n + 1;
+    }
+}
+
 static void
 s_queue_error (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
                uint64_t req, dq_err_t code, uint32_t retry_ms,
@@ -272,6 +294,7 @@ s_queue_error (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
     va_start (args, fmt);
     vsnprintf (text, sizeof text, fmt, args);
     va_end (args);
+    s_utf8_clean (text);
     dq_msg_t msg;
     dq_msg_init (&msg, DQ_CMD_ERROR);
     msg.rid = req;
@@ -1599,14 +1622,16 @@ s_read_one (dq_broker_t *self, void *sock, s_handler_fn **handlers)
     size_t rid_size = 0;
     dq_err_t err;
     char reason [200];
-    dq_msg_t *msg = dq_msg_recv (sock, rid, &rid_size, ZMQ_DONTWAIT, &err, reason);
+    uint64_t req = 0;
+    dq_msg_t *msg = dq_msg_recv_rid (sock, rid, &rid_size, ZMQ_DONTWAIT, &err,
+                                     reason, &req);
     if (!msg) {
         if (err == DQ_OK)
             return false;
         const char *side = sock == self->fe? "frontend": "backend";
         s_log_bad (self, "%s peer - bad message: %s", side, reason);
-        //  The request id is unknown: reply with rid 0.
-        s_queue_error (self, sock, rid, rid_size, 0, err, 0, "%s", reason);
+        //  With the request id when it could be read, else 0.
+        s_queue_error (self, sock, rid, rid_size, req, err, 0, "%s", reason);
         return true;
     }
     s_peer_t peer = { rid, rid_size };

@@ -1267,11 +1267,57 @@ s_cmd_parse (const void *cmd, size_t size)
     return DQ_CMD_NONE;
 }
 
+//  The request id of a body that failed to decode, if its top level is a
+//  map with a readable "rid": so the error reply can carry it. 0 if not.
+static uint64_t
+s_peek_rid (const uint8_t *d, size_t size)
+{
+    if (!d || size == 0)
+        return 0;
+    size_t pos = 1;
+    uint64_t n;
+    if ((d [0] & 0xf0) == 0x80)
+        n = d [0] & 0x0f;
+    else
+    if (d [0] == 0xde && size >= 3) {
+        n = s_be (d + 1, 2);
+        pos = 3;
+    }
+    else
+    if (d [0] == 0xdf && size >= 5) {
+        n = s_be (d + 1, 4);
+        pos = 5;
+    }
+    else
+        return 0;
+    uint64_t budget = DQ_PROTO_VALUES_MAX;
+    for (uint64_t i = 0; i < n && pos < size; i++) {
+        //  Key "rid" as a fixstr, then a positive integer.
+        if (pos + 4 <= size && d [pos] == 0xa3 && memcmp (d + pos + 1, "rid", 3) == 0) {
+            pos += 4;
+            if (pos >= size)
+                return 0;
+            uint8_t b = d [pos];
+            if (b <= 0x7f)
+                return b;
+            int len = b == 0xcc? 1: b == 0xcd? 2: b == 0xce? 4: b == 0xcf? 8: 0;
+            if (!len || pos + 1 + (size_t) len > size)
+                return 0;
+            return s_be (d + pos + 1, len);
+        }
+        if (s_walk (d, size, &pos, 1, &budget) || s_walk (d, size, &pos, 1, &budget))
+            return 0;
+    }
+    return 0;
+}
+
 static dq_msg_t *
 s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
           const void *body, size_t body_size, s_priv_t *priv,
-          dq_err_t *err, char *reason)
+          dq_err_t *err, char *reason, uint64_t *req_rid)
 {
+    if (req_rid)
+        *req_rid = 0;
     s_dec_t d = { NULL, DQ_OK, reason };
     dq_msg_t *self = NULL;
     if (reason)
@@ -1335,6 +1381,9 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
     return self;
 fail:
     *err = d.err;
+    if (req_rid && sig_size == DQ_PROTO_SIGNATURE_SIZE
+    &&  memcmp (sig, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE) == 0)
+        *req_rid = s_peek_rid (body, body_size);
     if (self)
         dq_msg_destroy (&self);
     else {
@@ -1367,7 +1416,7 @@ dq_msg_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_siz
             memcpy (priv->copy, body, body_size);
     }
     return s_decode (sig, sig_size, cmd, cmd_size, priv->copy, body_size,
-                     priv, err, reason);
+                     priv, err, reason, NULL);
 }
 
 const char *
@@ -1430,6 +1479,16 @@ dq_msg_t *
 dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
              int flags, dq_err_t *err, char *reason)
 {
+    return dq_msg_recv_rid (sock, routing_id, routing_id_size, flags, err,
+                            reason, NULL);
+}
+
+dq_msg_t *
+dq_msg_recv_rid (void *sock, void *routing_id, size_t *routing_id_size,
+                 int flags, dq_err_t *err, char *reason, uint64_t *req_rid)
+{
+    if (req_rid)
+        *req_rid = 0;
     *err = DQ_OK;
     if (reason)
         reason [0] = 0;
@@ -1494,7 +1553,7 @@ dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
     dq_msg_t *msg = s_decode (zmq_msg_data (&f [0]), zmq_msg_size (&f [0]),
                               zmq_msg_data (&f [1]), zmq_msg_size (&f [1]),
                               zmq_msg_data (&priv->frame), zmq_msg_size (&priv->frame),
-                              priv, err, reason);
+                              priv, err, reason, req_rid);
     zmq_msg_close (&f [0]);
     zmq_msg_close (&f [1]);
     return msg;

@@ -323,6 +323,12 @@ dq_msg_t *
     dq_msg_recv (void *sock, void *routing_id, size_t *routing_id_size,
                  int flags, dq_err_t *err, char *reason);
 
+//  As dq_msg_recv; when the message is invalid but its body is a map with a
+//  readable "rid", *req_rid gets it (else 0), so the error reply can carry it.
+dq_msg_t *
+    dq_msg_recv_rid (void *sock, void *routing_id, size_t *routing_id_size,
+                     int flags, dq_err_t *err, char *reason, uint64_t *req_rid);
+
 //  The authenticated peer's key for a received message: with CURVE and
 //  czmq's zauth, the sender's public key in Z85; NULL without CURVE or for
 //  a message that was not received from a socket.

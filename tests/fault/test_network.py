@@ -409,8 +409,11 @@ class NetworkFaultTest(unittest.TestCase):
             rss_after = n.rss_kb(bpid)
             h.log("stopped worker: broker VmRSS %s kB before, %s kB after %d jobs"
                   % (rss_before, rss_after, len(load_ids)))
+            # Generous: the job table grows with the jobs (ASan's quarantine
+            # keeps up to 256 MB of freed memory on top).
+            bound = (128 + (512 if h._is_asan_build() else 0)) * 1024
             if rss_before and rss_after:
-                self.assertLess(rss_after - rss_before, 128 * 1024,
+                self.assertLess(rss_after - rss_before, bound,
                                 "broker memory grew by %d kB" % (rss_after - rss_before))
 
             procs["w2"].cont()

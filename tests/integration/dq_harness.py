@@ -31,7 +31,6 @@ Environment:
 """
 
 import atexit
-import errno
 import hashlib
 import json
 import os
@@ -849,7 +848,7 @@ class Cluster:
             try:
                 self.wait_broker_ready()
                 return p
-            except BrokerExited as e:
+            except BrokerExited:
                 if p.returncode == 4:
                     # The port was taken between our probe and its bind.
                     log("broker could not bind (attempt %d): retrying" % (attempt + 1))
@@ -1079,7 +1078,7 @@ class Cluster:
                     break
 
     def dump_logs(self, lines=80):
-        parts = ["==== logs of %s (temp dir %s) ====" % (self.tmp, self.tmp)]
+        parts = ["==== process logs (temp dir %s) ====" % self.tmp]
         for p in self.brokers + self.workers:
             parts.append(p.tail(lines))
         sys.stderr.write("\n".join(parts) + "\n")
@@ -1091,13 +1090,13 @@ class Cluster:
         finally:
             if failed or self.problems or VERBOSE:
                 self.dump_logs()
-            if not KEEP_TMP and not failed:
+            if KEEP_TMP:
+                log("kept temp dir %s" % self.tmp)
+            else:
                 shutil.rmtree(self.tmp, ignore_errors=True)
-                with _registry_lock:
-                    if self.tmp in _tmpdirs:
-                        _tmpdirs.remove(self.tmp)
-            elif failed and not KEEP_TMP:
-                shutil.rmtree(self.tmp, ignore_errors=True)
+            with _registry_lock:
+                if self.tmp in _tmpdirs:
+                    _tmpdirs.remove(self.tmp)
 
     def __enter__(self):
         return self

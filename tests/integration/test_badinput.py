@@ -235,7 +235,7 @@ class BadInputTest(unittest.TestCase):
             ("dep idx out of range", [sig, b"SUBMIT", pack({"rid": 112, "dag_name": "", "jobs": [{"type": "echo", "deps": [{"idx": 5}]}]})], (1,)),
             ("self dependency", [sig, b"SUBMIT", pack({"rid": 113, "dag_name": "", "jobs": [{"type": "echo", "deps": [{"idx": 0}]}]})], (1, 4)),
             ("ids not an array", [sig, b"STATUS", pack({"rid": 114, "ids": 7})], (1,)),
-            ("id too long", [sig, b"RESULT", pack({"rid": 115, "id": "x" * 5000})], (1,)),
+            ("id too long", [sig, b"RESULT", pack({"rid": 115, "id": "x" * 5000})], (1, 5)),
             ("cancel without id", [sig, b"CANCEL", pack({"rid": 116})], (1,)),
             ("string too long", [sig, b"SUBMIT", pack({"rid": 117, "key": "k" * 5000, "jobs": [{"type": "echo"}]})], (1, 5)),
         ]

@@ -5,7 +5,6 @@ Real dagq-broker, dagq-worker and dagq processes on free loopback ports.
 Job counts scale with DAGQ_TEST_SCALE (the issue's numbers at 1.0).
 """
 
-import hashlib
 import os
 import random
 import signal
