@@ -672,13 +672,19 @@ s_run (bench_t *self)
                 "peak %.1f MiB\n", rss0 / 1024.0, rss1 / 1024.0, (rss1 - rss0) / 1024.0,
                 per_job, hwm / 1024.0);
     }
-    double e2e_s = 0, e2e_rate = 0;
+    double e2e_s = 0, e2e_rate = 0, run_s = 0, run_rate = 0;
     if (o->run) {
         e2e_s = (double) (self->done_ns - t0_ns) / 1e9;
         e2e_rate = e2e_s > 0? (double) o->jobs / e2e_s: 0;
+        //  The jobs start running while the SUBMITTED reply is sent: the
+        //  time after it is the DAG's execution alone.
+        run_s = self->done_ns > accepted_ns? (double) (self->done_ns - accepted_ns) / 1e9: 0;
+        run_rate = run_s > 0? (double) o->jobs / run_s: 0;
         printf ("completed   %s in %.3f s (SUBMIT sent -> DAG %s) = %.0f jobs/s end to end\n",
                 dq_state_str (self->dag_state), e2e_s,
                 self->done_by_poll? "seen terminal by polling DAG": "event read", e2e_rate);
+        printf ("            %.3f s after SUBMITTED = %.0f jobs/s once accepted\n", run_s,
+                run_rate);
         printf ("            %" PRIu64 " job events read%s\n", self->job_events,
                 self->job_events < o->jobs? " (the PUB dropped some; the DAG's own state "
                                             "is what counts)": "");
@@ -688,8 +694,9 @@ s_run (bench_t *self)
             " rss_per_job=%.1f", o->jobs, self->nedges, self->body_size, self->encode_s,
             accept_s, cpu_s, rss0, rss1, hwm, per_job);
     if (o->run)
-        printf (" e2e_s=%.3f e2e_rate=%.0f state=%s job_events=%" PRIu64,
-                e2e_s, e2e_rate, dq_state_str (self->dag_state), self->job_events);
+        printf (" e2e_s=%.3f e2e_rate=%.0f run_s=%.3f run_rate=%.0f state=%s job_events=%" PRIu64,
+                e2e_s, e2e_rate, run_s, run_rate, dq_state_str (self->dag_state),
+                self->job_events);
     printf ("\n");
     return (o->run && self->dag_state != DQ_STATE_SUCCEEDED)? 1: 0;
 }

@@ -98,17 +98,35 @@ port_free () {
     ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
+# pick_ports: three consecutive free loopback ports below the kernel's
+# ephemeral range (where an outgoing connection of another program could
+# take one between our check and the bind); sets PORT, FE, BE, EV.
+pick_ports () {
+    local lo=20000 hi p
+    hi=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+    [ "$hi" -gt $((lo + 100)) ] || { lo=40000; hi=60000; }
+    for _ in $(seq 50); do
+        p=$(( lo + (RANDOM * 32768 + RANDOM) % (hi - lo - 3) ))
+        if port_free $p && port_free $((p + 1)) && port_free $((p + 2)); then
+            PORT=$p
+            FE=tcp://127.0.0.1:$p
+            BE=tcp://127.0.0.1:$((p + 1))
+            EV=tcp://127.0.0.1:$((p + 2))
+            return 0
+        fi
+    done
+    echo "$NAME: no free loopback ports" >&2
+    return 1
+}
+
 # start_broker LOGNAME BROKER-ARGS...: a broker on three free loopback
 # ports; sets BROKER_PID, FE, BE, EV. Returns once it listens (or fails).
 start_broker () {
     local name=$1 p
     shift
     for _ in $(seq 20); do
-        p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-        port_free $p && port_free $((p + 1)) && port_free $((p + 2)) || continue
-        FE=tcp://127.0.0.1:$p
-        BE=tcp://127.0.0.1:$((p + 1))
-        EV=tcp://127.0.0.1:$((p + 2))
+        pick_ports || return 1
+        p=$PORT
         "$BROKER" --frontend "$FE" --backend "$BE" --events "$EV" \
                   --log-level warn "$@" >>"$LOGS/$name.log" 2>&1 &
         BROKER_PID=$!

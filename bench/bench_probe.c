@@ -13,7 +13,8 @@
     --stats        one STATS: print the broker's job counts.
 
     Bounded by --timeout. The last line is machine-readable: RESULT ...
-    Exit status: 0 done, 1 timeout or error, 2 usage.
+    Exit status: 0 done, 1 timeout or error, 2 usage, 3 the --pid process
+    is gone (--wait-up).
 */
 #include <czmq.h>
 #include <errno.h>
@@ -22,6 +23,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/types.h>
 #include <time.h>
 
 #include "dq_proto.h"
@@ -32,7 +35,7 @@ typedef enum { S_NONE, S_WAIT_UP, S_WAIT_DONE, S_STATS } s_mode_t;
 typedef struct {
     s_mode_t mode;
     const char *frontend, *type;
-    uint64_t since_ns, done_n, interval_ms, timeout_ms;
+    uint64_t since_ns, done_n, interval_ms, timeout_ms, pid;
 } opts_t;
 
 //  Counts summed over the types asked for.
@@ -62,6 +65,7 @@ s_usage (FILE *out)
 "  --frontend ENDPOINT    broker frontend (default tcp://127.0.0.1:5555)\n"
 "  --type TYPE            count only jobs of this type (default: all types)\n"
 "  --since-ns NS          --wait-up counts from this CLOCK_REALTIME time in ns\n"
+"  --pid PID              --wait-up gives up (exit status 3) when PID is gone\n"
 "  --interval-ms MS       --wait-done polls this often (default 500)\n"
 "  --timeout SECONDS      give up after this long (default 300)\n"
 "  -h, --help             this help\n");
@@ -79,6 +83,7 @@ s_parse (int argc, char **argv, opts_t *o)
         { "frontend", required_argument, NULL, 'f' },
         { "type", required_argument, NULL, 't' },
         { "since-ns", required_argument, NULL, 'S' },
+        { "pid", required_argument, NULL, 'p' },
         { "interval-ms", required_argument, NULL, 'i' },
         { "timeout", required_argument, NULL, 'T' },
         { "help", no_argument, NULL, 'h' },
@@ -95,6 +100,7 @@ s_parse (int argc, char **argv, opts_t *o)
             case 'f': o->frontend = optarg; break;
             case 't': o->type = optarg; break;
             case 'S': rc = dq_parse_u64 (optarg, 1, UINT64_MAX, &o->since_ns); break;
+            case 'p': rc = dq_parse_u64 (optarg, 1, INT32_MAX, &o->pid); break;
             case 'i': rc = dq_parse_u64 (optarg, 10, 60000, &o->interval_ms); break;
             case 'T': rc = dq_parse_seconds_ms (optarg, 86400, &o->timeout_ms); break;
             case 'h': s_usage (stdout); exit (0);
@@ -204,6 +210,11 @@ main (int argc, char **argv)
             int rc = s_stats (dealer, &o, ++seq, 1000, &c);
             if (rc < 0)
                 break;
+            if (rc == 1 && o.pid && kill ((pid_t) o.pid, 0) && errno == ESRCH) {
+                fprintf (stderr, "bench_probe: process %" PRIu64 " is gone\n", o.pid);
+                status = 3;
+                goto done;
+            }
             if (rc == 0) {
                 double up_s = (double) (s_real_ns () - from) / 1e9;
                 printf ("up          STATS answered %.3f s after the start, %" PRIu64

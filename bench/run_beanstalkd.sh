@@ -5,14 +5,15 @@
 # 3 consumers with 64 pipelined `reserve`s each, `delete` per job) against
 # a beanstalkd on a free loopback port in three modes:
 #   memory   no binlog
-#   fsync    binlog with -f 0: fsync after every write (before replying)
+#   fsync    binlog with -f 0: fsync after every write (before replying);
+#            FSYNC_JOBS jobs only (default 10000), as it is slow
 #   window   binlog with its default -f 50: fsync at most every 50 ms
 # beanstalkd comes from $BEANSTALKD, or `beanstalkd` on PATH (Debian package
 # beanstalkd; `apt-get download beanstalkd && dpkg -x beanstalkd_*.deb DIR`
 # gives the binary without starting a service).
 #
-# Usage: bench/run_beanstalkd.sh [-n JOBS] [--repeat R] [--modes "M..."]
-#                                [--no-build]
+# Usage: bench/run_beanstalkd.sh [-n JOBS] [--fsync-jobs N] [--repeat R]
+#                                [--modes "M..."] [--no-build]
 # Environment: BEANSTALKD, BUILD_DIR (default <repo>/build-bench), KEEP_LOGS=1.
 # Exit status: 0 all runs completed, 1 a run failed, 2 usage.
 set -euo pipefail
@@ -21,17 +22,19 @@ NAME=run_beanstalkd.sh
 . "$(dirname "${BASH_SOURCE[0]}")/bench_lib.sh"
 
 JOBS=200000
+FSYNC_JOBS=10000
 REPEAT=1
 MODES="memory fsync window"
 DO_BUILD=1
 
 usage () {
-    sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
     case "$1" in
         -n|--jobs) JOBS=${2:-}; shift 2 ;;
+        --fsync-jobs) FSYNC_JOBS=${2:-}; shift 2 ;;
         --repeat) REPEAT=${2:-}; shift 2 ;;
         --modes) MODES=${2:-}; shift 2 ;;
         --no-build) DO_BUILD=0; shift ;;
@@ -39,7 +42,7 @@ while [ $# -gt 0 ]; do
         *) echo "$NAME: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
     esac
 done
-for v in JOBS REPEAT; do need_number "$v" "${!v}"; done
+for v in JOBS FSYNC_JOBS REPEAT; do need_number "$v" "${!v}"; done
 [ "$REPEAT" -ge 1 ] || { echo "$NAME: --repeat must be >= 1" >&2; exit 2; }
 for m in $MODES; do
     case "$m" in
@@ -56,7 +59,8 @@ BENCH=$BUILD_DIR/bench/bench_beanstalkd
 bench_need "$BENCH"
 bench_init
 
-echo "beanstalkd ($("$BEANSTALKD" -v 2>&1 | head -1)) with the core workload: $JOBS jobs of 100 B;" \
+echo "beanstalkd ($("$BEANSTALKD" -v 2>&1 | head -1)) with the core workload: $JOBS jobs of 100 B" \
+     "($FSYNC_JOBS with fsync);" \
      "$(nproc) cores; $REPEAT run(s) per mode"
 declare -A RATES
 for mode in $MODES; do
@@ -69,8 +73,8 @@ for mode in $MODES; do
         esac
         started=
         for _ in $(seq 20); do
-            p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 40000 ))
-            port_free $p || continue
+            pick_ports || break
+            p=$PORT
             "$BEANSTALKD" -l 127.0.0.1 -p $p "${args[@]}" >>"$LOGS/beanstalkd.log" 2>&1 &
             BS_PID=$!
             PIDS+=("$BS_PID")
@@ -86,7 +90,9 @@ for mode in $MODES; do
         [ -n "$started" ] || die "could not start beanstalkd (see $LOGS/beanstalkd.log)"
         echo
         echo "== $mode, run $r of $REPEAT (load average $(loadavg))"
-        run_bench "$mode-$r" "$BENCH" --port "$p" --jobs "$JOBS"
+        n=$JOBS
+        [ "$mode" = fsync ] && n=$FSYNC_JOBS
+        run_bench "$mode-$r" "$BENCH" --port "$p" --jobs "$n"
         stop_all
         RATES[$mode]+=" $(field e2e_rate "$LAST_RESULT")"
     done

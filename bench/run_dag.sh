@@ -102,7 +102,7 @@ if [ "$DO_ACCEPT" = 1 ]; then
     done
 fi
 
-DAGR="" INDR=""
+DAGR="" DAGRUN="" DAGACC="" INDR=""
 if [ "$DO_RUN" = 1 ]; then
     for r in $(seq "$REPEAT"); do
         echo
@@ -116,6 +116,8 @@ if [ "$DO_RUN" = 1 ]; then
                   --layers "$LAYERS" --type echo --size 0 --timeout 600
         stop_all
         DAGR+=" $(field e2e_rate "$LAST_RESULT")"
+        DAGRUN+=" $(field run_rate "$LAST_RESULT")"
+        DAGACC+=" $(field accept_s "$LAST_RESULT")"
 
         echo
         echo "== run: $RUN_JOBS independent echo jobs, $RUN_MODE broker, $WORKERS workers," \
@@ -144,10 +146,15 @@ if [ "$DO_RUN" = 1 ]; then
     # shellcheck disable=SC2086
     {
         db=$(best_max $DAGR) dm=$(median $DAGR) ib=$(best_max $INDR) im=$(median $INDR)
+        rb=$(best_max $DAGRUN) rm=$(median $DAGRUN) ab=$(best_min $DAGACC) am=$(median $DAGACC)
     }
     printf '  %s-job DAG end to end (%s)      %.0f / %.0f jobs/s\n' "$RUN_JOBS" "$RUN_MODE" "$db" "$dm"
+    printf '    of which accepting it         %s / %s s; after SUBMITTED: %.0f / %.0f jobs/s\n' \
+           "$ab" "$am" "$rb" "$rm"
     printf '  %s independent jobs (%s)       %.0f / %.0f jobs/s\n' "$RUN_JOBS" "$RUN_MODE" "$ib" "$im"
-    awk -v db="$db" -v dm="$dm" -v ib="$ib" -v im="$im" 'BEGIN {
+    awk -v db="$db" -v dm="$dm" -v ib="$ib" -v im="$im" -v rb="$rb" -v rm="$rm" 'BEGIN {
         printf "  DAG / independent              %.0f%% (best / best), %.0f%% (median / median); target >= 80%%\n",
-               (ib > 0)? 100 * db / ib: 0, (im > 0)? 100 * dm / im: 0 }'
+               (ib > 0)? 100 * db / ib: 0, (im > 0)? 100 * dm / im: 0
+        printf "  DAG after SUBMITTED / indep.   %.0f%% (best / best), %.0f%% (median / median)\n",
+               (ib > 0)? 100 * rb / ib: 0, (im > 0)? 100 * rm / im: 0 }'
 fi

@@ -112,7 +112,6 @@ if [ "$DO_STORE" = 1 ]; then
     echo "== 1. $JOBS echo jobs of $SIZE B into a --sync $SYNC broker, no workers" \
          "(load average $(loadavg))"
     start_broker store-1 --data-dir "$DATA" --sync "$SYNC"
-    SFE=$FE SBE=$BE SEV=$EV
     t=$(date +%s%N)
     run_bench submit "$BENCH_MEM" --frontend "$FE" --pid "$BROKER_PID" --jobs "$JOBS" \
               --size "$SIZE" --type echo --timeout 1800
@@ -132,13 +131,31 @@ if [ "$DO_STORE" = 1 ]; then
     UPS=""
     for r in $(seq "$RESTARTS"); do
         echo "   restart $r (load average $(loadavg))"
-        FE=$SFE BE=$SBE EV=$SEV
-        t=$(date +%s%N)
-        "$BROKER" --frontend "$FE" --backend "$BE" --events "$EV" --log-level warn \
-                  --data-dir "$DATA" --sync "$SYNC" >>"$LOGS/store-restart-$r.log" 2>&1 &
-        BROKER_PID=$!
-        PIDS+=("$BROKER_PID")
-        run_bench "up-$r" "$PROBE" --wait-up --since-ns "$t" --frontend "$FE" --timeout 300
+        # Fresh ports each time: a port can be taken by another program
+        # between two runs; a broker that cannot bind (status 4) is started
+        # again on others.
+        up=
+        for _ in $(seq 5); do
+            pick_ports
+            t=$(date +%s%N)
+            "$BROKER" --frontend "$FE" --backend "$BE" --events "$EV" --log-level warn \
+                      --data-dir "$DATA" --sync "$SYNC" >>"$LOGS/store-restart-$r.log" 2>&1 &
+            BROKER_PID=$!
+            PIDS+=("$BROKER_PID")
+            rc=0
+            "$PROBE" --wait-up --since-ns "$t" --frontend "$FE" --pid "$BROKER_PID" \
+                     --timeout 300 >"$LOGS/run-up-$r.txt" 2>&1 || rc=$?
+            if [ $rc = 0 ]; then up=1; break; fi
+            brc=0
+            [ $rc = 3 ] && { wait "$BROKER_PID" || brc=$?; }
+            forget_pid "$BROKER_PID"
+            cat "$LOGS/run-up-$r.txt" >&2
+            [ $rc = 3 ] && [ $brc = 4 ] || die "restart $r failed (see $LOGS/store-restart-$r.log)"
+            echo "   (ports taken meanwhile; again on others)"
+        done
+        [ -n "$up" ] || die "restart $r: no free ports"
+        sed 's/^/    /' "$LOGS/run-up-$r.txt" | grep -v '^    RESULT'
+        LAST_RESULT=$(grep '^RESULT' "$LOGS/run-up-$r.txt" | tail -1)
         UP=$(field up_s "$LAST_RESULT")
         [ "$(field jobs_total "$LAST_RESULT")" = "$JOBS" ] \
             || die "the restarted broker has $(field jobs_total "$LAST_RESULT") jobs, not $JOBS"

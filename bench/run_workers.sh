@@ -5,9 +5,10 @@
 # PROCS bench_workers processes of PER workers each (DEALER sockets speaking
 # the worker protocol: capacity 1, type echo, heartbeats), then:
 #   1. waits until all PROCS x PER workers are registered (dagq stats);
-#   2. holds for HOLD seconds, checking every 5 s that none was dropped,
-#      and measures the broker's CPU (utime + stime from /proc) over the
-#      first IDLE seconds of it: the cost of connected, idle workers;
+#   2. measures the broker's CPU (utime + stime from /proc) over IDLE
+#      seconds with nothing but heartbeats: the cost of connected, idle
+#      workers; then holds until HOLD seconds, checking every 5 s that
+#      none was dropped (and the broker logged no missed heartbeats);
 #   3. submits JOBS echo jobs (one DAG document) and waits for them: every
 #      job must succeed, and the number of distinct workers that ran one is
 #      counted (from `dagq dag --json`, and by the bench processes);
@@ -125,30 +126,27 @@ done
 t_reg=$(echo "$(date +%s.%N) - $t0" | bc)
 printf '   registered: %d workers in %.1f s\n' "$n" "$t_reg"
 
-# 2. Hold: nobody dropped; idle CPU over the first IDLE seconds.
+# 2. Hold: idle CPU over the first IDLE seconds (nothing but heartbeats:
+# no stats requests meanwhile), then a check every 5 s until HOLD.
 c0=$(cpu_ticks "$bpid")
 s0=$(date +%s.%N)
-idle_pct=
+sleep "$IDLE"
+c1=$(cpu_ticks "$bpid")
+s1=$(date +%s.%N)
+idle_pct=$(echo "scale=2; 100 * ($c1 - $c0) / $CLK_TCK / ($s1 - $s0)" | bc)
 held=1
-waited=0
-while [ "$waited" -lt "$HOLD" ]; do
-    step=5
-    [ $((waited + step)) -gt "$HOLD" ] && step=$((HOLD - waited))
-    if [ -z "$idle_pct" ] && [ $((waited + step)) -ge "$IDLE" ]; then
-        step=$((IDLE - waited))
-    fi
-    sleep "$step"
-    waited=$((waited + step))
-    if [ -z "$idle_pct" ] && [ "$waited" -ge "$IDLE" ]; then
-        c1=$(cpu_ticks "$bpid")
-        s1=$(date +%s.%N)
-        idle_pct=$(echo "scale=2; 100 * ($c1 - $c0) / $CLK_TCK / ($s1 - $s0)" | bc)
-    fi
+waited=$IDLE
+while :; do
     n=$(registered) || n=0
     if [ "$n" -ne "$TOTAL" ]; then
         echo "   at ${waited} s: $n of $TOTAL workers registered" >&2
         held=0
     fi
+    [ "$waited" -ge "$HOLD" ] && break
+    step=5
+    [ $((waited + step)) -gt "$HOLD" ] && step=$((HOLD - waited))
+    sleep "$step"
+    waited=$((waited + step))
 done
 dropped=$(grep -c "missed heartbeats" "$LOGS/broker.log" || true)
 [ "$dropped" = 0 ] || held=0

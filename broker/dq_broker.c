@@ -1442,9 +1442,12 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     //  are queued here, they are running there.
     for (uint32_t i = 0; i < msg->nrunning; i++) {
         dq_bjob_t *job = s_job_by_id (self, msg->running [i]);
-        if (job && job->state == DQ_STATE_RUNNING && job->worker && job->worker != w) {
+        dq_bworker_t *old = job? job->worker: NULL;
+        if (job && job->state == DQ_STATE_RUNNING && old && old != w
+        &&  old->pid == w->pid && old->host && w->host && !strcmp (old->host, w->host)) {
             //  The same process under a new connection (it reconnected
-            //  before its old one timed out): the job moves with it.
+            //  before its old one timed out): the job moves with it. A job
+            //  another worker holds now stays there.
             s_release_worker (self, job);
             s_worker_add_job (w, job);
             job->last_worker = w->num;

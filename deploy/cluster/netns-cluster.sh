@@ -44,7 +44,10 @@
 #   list                       clusters with state on this machine
 #
 # NAME: 1 to 8 of [a-z0-9] (it ends up in interface names, 15 bytes max).
-# State: $DAGQ_NETNS_STATE (default /run/dagq-netns)/NAME.
+# State: $DAGQ_NETNS_STATE (default /run/dagq-netns)/NAME. With
+# DAGQ_NETNS_OWNER=PID at `up`, the cluster belongs to that process: a later
+# `up` of any cluster removes it once that process has gone (a test killed
+# before it could run `down`).
 # Exit status: 0 ok, 1 failure, 2 usage, 77 cannot run here (not root, no
 # ip netns), the code of CMD for exec.
 
@@ -210,9 +213,14 @@ cmd_up() {
     if [ -e "$sd/subnet" ] || ip link show "$(bridge_of "$name")" >/dev/null 2>&1; then
         die "cluster '$name' exists (run: $PROG down $name)"
     fi
+    reap_stale
     mkdir -p "$sd/pids" "$sd/logs" || die "cannot create $sd"
     x=$(pick_subnet "$name") || die "no free /24 in 10.231.0.0/16"
     echo "$x" >"$sd/subnet"
+    # A cluster owned by a process (a test) goes when that process is gone.
+    if [[ "${DAGQ_NETNS_OWNER:-}" =~ ^[0-9]+$ ]]; then
+        echo "$DAGQ_NETNS_OWNER $(start_time "$DAGQ_NETNS_OWNER" || echo 0)" >"$sd/owner"
+    fi
     # From here on a failure tears down whatever exists.
     trap 'echo "$PROG: up $name failed, tearing down" >&2; cmd_down_locked "$name"; exit 1' ERR
     set -E
@@ -295,6 +303,20 @@ check_connectivity() {
         [ -z "$bad" ] && return 0
         [ "$(date +%s)" -ge "$deadline" ] && { echo "$PROG: cannot reach $bad" >&2; return 1; }
         sleep 0.2
+    done
+}
+
+# Tear down clusters whose owner process died without running `down` (a
+# test runner's SIGKILL). Clusters without an owner are left alone.
+reap_stale() {
+    local d pid st
+    for d in "$STATE_ROOT"/*/; do
+        [ -f "$d/owner" ] || continue
+        read -r pid st <"$d/owner" 2>/dev/null || continue
+        [[ "$pid" =~ ^[0-9]+$ ]] || continue
+        [ "$(start_time "$pid" 2>/dev/null)" = "$st" ] && continue
+        log "cluster $(basename "$d"): its owner (pid $pid) is gone, removing it"
+        cmd_down_locked "$(basename "$d")"
     done
 }
 

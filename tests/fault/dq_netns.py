@@ -21,6 +21,7 @@ import atexit
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -89,6 +90,8 @@ def have_tc():
 def _script(*args, check=True, timeout=120):
     env = dict(os.environ)
     env["DAGQ_NETNS_QUIET"] = "1"
+    # Our clusters die with us: a later `up` removes them if we are killed.
+    env["DAGQ_NETNS_OWNER"] = str(os.getpid())
     r = subprocess.run([SCRIPT] + [str(a) for a in args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, timeout=timeout, env=env)
     if check and r.returncode != 0:
@@ -109,6 +112,27 @@ def _down(name):
 def _down_all():
     for name in list(_live):
         _down(name)
+
+
+_prev_handlers = {}         # signal -> the handler we replaced
+
+
+def _on_signal(signum, frame):
+    # The harness's handler kills its processes and then us, skipping atexit:
+    # take the namespaces down first, then let it run.
+    _down_all()
+    prev = _prev_handlers.get(signum)
+    if callable(prev):
+        prev(signum, frame)
+    else:
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+
+if threading.current_thread() is threading.main_thread():
+    for _sig in (signal.SIGTERM, signal.SIGHUP):
+        _prev_handlers[_sig] = signal.getsignal(_sig)
+        signal.signal(_sig, _on_signal)
 
 
 def _start_time(pid):

@@ -125,9 +125,18 @@ class CurveClient(h.DqClient):
             self.sock.close(0)
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.setsockopt(zmq.LINGER, 0)
+        # A refused handshake removes the connection's pipe: a blocking
+        # send would then wait for ever.
+        self.sock.setsockopt(zmq.SNDTIMEO, 2000)
         if self.keys:
             self.sock.curve_publickey, self.sock.curve_secretkey, self.sock.curve_serverkey = self.keys
         self.sock.connect(self.endpoint)
+
+    def send(self, cmd, body=None, rid=None):
+        try:
+            return super().send(cmd, body, rid)
+        except zmq.Again:
+            raise h.NoReply("cannot send %s to %s: no connection (refused?)" % (cmd, self.endpoint))
 
 
 class CurveMixin:
