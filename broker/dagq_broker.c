@@ -192,7 +192,8 @@ s_print_config (const dq_broker_cfg_t *c, int level)
             "max-bytes = %llu\nmax-payload = %u\nmax-message = %u\nmax-dag-jobs = %u\n"
             "max-deps = %u\nattempts = %u\nretry-base-ms = %u\nretry-max-ms = %u\n"
             "result-ttl = %llu\nmax-store-bytes = %llu\nmin-free-bytes = %llu\n"
-            "batch = %u\ncurve-secret = %s\ncurve-clients = %s\nlog-level = %s\n",
+            "batch = %u\ncurve-secret = %s\ncurve-clients = %s\ncurve-workers = %s\n"
+            "log-level = %s\n",
             c->frontend, c->backend, c->events, c->data_dir, c->memory? "true": "false",
             syncs [c->sync], c->heartbeat_ms, c->liveness,
             (unsigned long long) c->max_jobs, (unsigned long long) c->max_bytes,
@@ -201,7 +202,7 @@ s_print_config (const dq_broker_cfg_t *c, int level)
             (unsigned long long) (c->result_ttl_ms / 1000),
             (unsigned long long) c->max_store_bytes, (unsigned long long) c->min_free_bytes,
             c->batch, c->curve_secret? c->curve_secret: "", c->curve_clients? c->curve_clients: "",
-            levels [level]);
+            c->curve_workers? c->curve_workers: "", levels [level]);
 }
 
 //  A signal that arrives before the loop runs stops the broker as soon as

@@ -4,20 +4,21 @@
 
       1. poll the frontend and backend; read a bounded batch of messages
          (backend first: results free capacity);
-      2. decode each (dq_proto) and dispatch it through s_handlers to
-         s_handle_<command>; handlers change memory, append to the open store
-         transaction and queue their replies (s_queue_*), never send;
-      3. pop due deadlines from the heap: job timeouts, delayed jobs and
-         retries, retention of finished jobs;
-      4. pair ready jobs with free workers (dq_sched_next) and queue JOBs;
+      2. decode each (dq_proto) and dispatch it through s_client_handlers /
+         s_worker_handlers to s_handle_<command>; handlers change memory,
+         append to the open store transaction and queue their replies
+         (s_queue_*), never send;
+      3. pop due deadlines from the heap (job timeouts, delayed jobs and
+         retries, retention of finished jobs), heartbeat idle workers and
+         drop silent ones (their jobs go back to their queues);
+      4. pair ready jobs with free workers (dq_sched_next) and queue one JOB
+         message per worker;
       5. commit the store once for everything above (group commit); a failed
          commit is fail-stop: nothing of the batch is acknowledged;
-      6. only then send the queued replies, ACKs, JOBs and events;
-      7. heartbeat idle workers and drop silent ones (their jobs go back to
-         their queues).
+      6. only then send the queued replies, ACKs, JOBs and events.
 
-    The poll timeout is the earliest deadline in the heap, capped by the
-    heartbeat interval.
+    The poll timeout is the earliest deadline in the heap, capped at a
+    quarter of the heartbeat interval.
 */
 #include "dq_broker.h"
 
@@ -308,6 +309,7 @@ static void
 s_queue_worker (dq_broker_t *self, dq_bworker_t *w, const dq_msg_t *msg)
 {
     s_queue_msg (self, self->be, w->rid, w->rid_size, msg);
+    w->last_send_ms = dq_mono_ms ();     //  any message serves as a heartbeat
 }
 
 static void
@@ -1917,9 +1919,12 @@ s_send_acks (dq_broker_t *self)
 static void
 s_heartbeats (dq_broker_t *self)
 {
+    //  Checked every quarter interval, sent when a worker has heard nothing
+    //  for three quarters: the longest silence a worker sees is about one
+    //  interval, well inside its liveness.
     uint64_t mono = dq_mono_ms ();
     uint64_t interval = self->cfg.heartbeat_ms;
-    if (mono - self->last_beat < interval / 2)
+    if (mono - self->last_beat < interval / 4)
         return;
     self->last_beat = mono;
     uint64_t dead_after = interval * self->cfg.liveness;
@@ -1929,7 +1934,7 @@ s_heartbeats (dq_broker_t *self)
         if (mono - w->last_recv_ms > dead_after)
             zlistx_add_end (dead, w);
         else
-        if (mono - w->last_send_ms >= interval) {
+        if (mono - w->last_send_ms >= interval * 3 / 4) {
             dq_msg_t hb;
             dq_msg_init (&hb, DQ_CMD_HEARTBEAT);
             s_queue_worker (self, w, &hb);
@@ -1944,7 +1949,7 @@ s_heartbeats (dq_broker_t *self)
 static long
 s_poll_timeout (dq_broker_t *self)
 {
-    long timeout = (long) self->cfg.heartbeat_ms / 2;
+    long timeout = (long) self->cfg.heartbeat_ms / 4;
     dq_bjob_t *job = dq_heap_peek (self->timers);
     if (job) {
         uint64_t now = dq_now_ms ();
@@ -2305,6 +2310,9 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
                 goto fail;
             }
         }
+        if (!cfg->curve_clients)
+            dq_log_warn ("broker - CURVE without --curve-clients: every key may connect "
+                         "(links are encrypted, peers are not authenticated)");
         const char *clients = cfg->curve_clients? cfg->curve_clients: CURVE_ALLOW_ANY;
         zstr_sendx (self->auth, "CURVE", clients, NULL);
         zsock_wait (self->auth);
@@ -2385,8 +2393,19 @@ dq_broker_run (dq_broker_t *self)
             if (fe_more && (fe_more = s_read_one (self, self->fe, s_client_handlers)))
                 n++;
         }
-        //  3-4. deadlines, then hand out ready jobs
+        //  3-4. deadlines and heartbeats (a silent worker's jobs go back
+        //  to their queues), then hand out ready jobs. Time spent in a long
+        //  turn (a million-job DAG) was time the broker was not listening:
+        //  it does not count against the workers.
+        uint64_t mono = dq_mono_ms ();
+        uint64_t took = mono - turn_start;
+        if (took > self->cfg.heartbeat_ms / 2) {
+            for (dq_bworker_t *w = dq_registry_first (self->registry); w;
+                 w = dq_registry_next (self->registry))
+                w->last_recv_ms = w->last_recv_ms + took < mono? w->last_recv_ms + took: mono;
+        }
         s_run_timers (self);
+        s_heartbeats (self);
         s_dispatch_all (self);
         s_send_acks (self);
         //  5. group commit, before anything of the batch is sent
@@ -2406,17 +2425,6 @@ dq_broker_run (dq_broker_t *self)
         }
         //  6. replies, ACKs, JOBs, events
         s_flush (self);
-        //  7. heartbeats. Time spent in a long turn (a million-job DAG)
-        //  was time the broker was not listening: it does not count
-        //  against the workers.
-        uint64_t mono = dq_mono_ms ();
-        uint64_t took = mono - turn_start;
-        if (took > self->cfg.heartbeat_ms / 2) {
-            for (dq_bworker_t *w = dq_registry_first (self->registry); w;
-                 w = dq_registry_next (self->registry))
-                w->last_recv_ms = w->last_recv_ms + took < mono? w->last_recv_ms + took: mono;
-        }
-        s_heartbeats (self);
     }
     if (self->exit_code) {
         //  Fail-stop: drop the queued replies unsent.

@@ -31,6 +31,7 @@ Environment:
 """
 
 import atexit
+import faulthandler
 import hashlib
 import json
 import os
@@ -1198,8 +1199,28 @@ def read_pids(path):
         return []
 
 
+def _watchdog(seconds):
+    """If the test file is still running after `seconds` (it hangs), print
+    every thread's stack, kill what it started and exit 1 - before ctest's
+    TIMEOUT (900 s) kills it without a word."""
+    def fire():
+        sys.stderr.write("\n[harness] still running after %d s: a hang? Stacks:\n" % seconds)
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        cleanup_all()
+        os._exit(1)
+    t = threading.Timer(seconds, fire)
+    t.daemon = True
+    t.start()
+    return t
+
+
 def run_tests(module_name="__main__"):
-    """unittest main that exits 77 when every test was skipped (ctest SKIP)."""
+    """unittest main that exits 77 when every test was skipped (ctest SKIP),
+    with a watchdog (DAGQ_TEST_WATCHDOG seconds, default 870; 0 = none)."""
+    limit = int(os.environ.get("DAGQ_TEST_WATCHDOG") or 870)
+    if limit > 0:
+        _watchdog(limit)
     prog = unittest.main(module=module_name, exit=False, verbosity=2)
     result = prog.result
     cleanup_all()
