@@ -14,9 +14,11 @@
       4. after the link answered (s_on_op_done resumes the connection):
          s_finish builds the response from the op.
 
-    Responses and error bodies are built here with a small JSON writer
-    (s_buf_t); jansson only parses bulk submissions (the DAG parser, dq_dagdoc,
-    uses it too). dq_err_t -> HTTP status lives in one table, s_err_status.
+    JSON is jansson's both ways: it parses bulk submissions (the DAG parser,
+    dq_dagdoc, uses it too) and builds every JSON response and error body
+    (s_json_*: text from the broker is made valid UTF-8 first). Only the
+    /metrics exposition is plain text (s_buf_t). dq_err_t -> HTTP status
+    lives in one table, s_err_status.
 
     Slow clients: libmicrohttpd closes connections idle for --idle-timeout
     but a client trickling its request head byte by byte is never idle. So
@@ -186,7 +188,7 @@ struct _dq_gateway_t {
 static dq_gateway_t *s_signal_target;
 
 //  ---------------------------------------------------------------------------
-//  A growing text buffer and a JSON writer.
+//  A growing text buffer: response text (JSON from jansson, /metrics).
 
 typedef struct {
     char *data;
@@ -242,6 +244,11 @@ s_buf_fmt (s_buf_t *b, const char *fmt, ...)
     b->size += (size_t) n;
 }
 
+//  ---------------------------------------------------------------------------
+//  JSON values for responses (jansson). Every builder returns NULL only when
+//  out of memory, and s_json_set/s_json_push then drop the whole container,
+//  so a document is complete or NULL (and a NULL document is no response).
+
 //  Length of the valid UTF-8 sequence at s (1-4), or 0 if invalid.
 static size_t
 s_utf8_len (const unsigned char *s, size_t left)
@@ -260,89 +267,129 @@ s_utf8_len (const unsigned char *s, size_t left)
     return n;
 }
 
-//  A JSON string of len bytes; invalid UTF-8 becomes U+FFFD.
-static void
-s_buf_jsonn (s_buf_t *b, const char *s, size_t len)
+//  A JSON string of len bytes. json_stringn refuses invalid UTF-8, and the
+//  text here can be any bytes (paths and query values quoted in messages,
+//  names and errors from the broker), so each byte that does not start a
+//  valid sequence becomes U+FFFD first.
+static json_t *
+s_json_text (const char *s, size_t len)
 {
-    s_buf_need (b, len + 2);
-    b->data [b->size++] = '"';
     const unsigned char *p = (const unsigned char *) s;
-    size_t i = 0;
-    while (i < len) {
-        unsigned char c = p [i];
-        if (c == '"' || c == '\\') {
-            char esc [2] = { '\\', (char) c };
-            s_buf_add (b, esc, 2);
-            i++;
-        }
-        else
-        if (c < 0x20 || c == 0x7F) {
-            const char *named = c == '\n'? "\\n": c == '\r'? "\\r": c == '\t'? "\\t": NULL;
-            if (named)
-                s_buf_str (b, named);
-            else
-                s_buf_fmt (b, "\\u%04x", c);
-            i++;
+    size_t valid = 0, n;
+    while (valid < len && (n = s_utf8_len (p + valid, len - valid)) > 0)
+        valid += n;
+    if (valid == len)
+        return json_stringn_nocheck (s, len);
+    if (len > SIZE_MAX / 3)
+        return NULL;
+    char *clean = malloc (len * 3);      //  one byte becomes at most three
+    if (!clean)
+        return NULL;
+    memcpy (clean, s, valid);
+    size_t size = valid;
+    for (size_t i = valid; i < len; ) {
+        n = s_utf8_len (p + i, len - i);
+        if (n) {
+            memcpy (clean + size, s + i, n);
+            size += n;
+            i += n;
         }
         else {
-            size_t n = s_utf8_len (p + i, len - i);
-            if (n == 0) {
-                s_buf_str (b, "\\ufffd");
-                i++;
-            }
-            else {
-                s_buf_add (b, s + i, n);
-                i += n;
-            }
+            memcpy (clean + size, "\xEF\xBF\xBD", 3);
+            size += 3;
+            i++;
         }
     }
-    s_buf_add (b, "\"", 1);
+    json_t *value = json_stringn_nocheck (clean, size);
+    free (clean);
+    return value;
 }
 
-//  A JSON string, or null.
-static void
-s_buf_json (s_buf_t *b, const char *s)
+//  A JSON string, or null for NULL.
+static json_t *
+s_json_str (const char *s)
 {
-    if (s)
-        s_buf_jsonn (b, s, strlen (s));
-    else
-        s_buf_str (b, "null");
+    return s? s_json_text (s, strlen (s)): json_null ();
 }
 
-//  "key": and a string value.
-static void
-s_buf_kv (s_buf_t *b, const char *key, const char *value)
+//  A JSON integer of an unsigned count (json_int_t is signed).
+static json_t *
+s_json_u64 (uint64_t value)
 {
-    s_buf_fmt (b, "\"%s\":", key);
-    s_buf_json (b, value);
+    return json_integer (value > INT64_MAX? INT64_MAX: (json_int_t) value);
 }
 
-//  "key": "<prefix><id><suffix>" (ids are at most 64 bytes).
-static void
-s_buf_url (s_buf_t *b, const char *key, const char *prefix, const char *id,
-           const char *suffix)
+//  object[key] = value, taking value; key is a literal. On failure the
+//  object is dropped: returns the object or NULL.
+static json_t *
+s_json_set (json_t *object, const char *key, json_t *value)
 {
-    char url [256];
-    snprintf (url, sizeof url, "%s%s%s", prefix, id? id: "", suffix);
-    s_buf_kv (b, key, url);
+    if (json_object_set_new_nocheck (object, key, value)) {
+        json_decref (object);
+        return NULL;
+    }
+    return object;
 }
 
-//  A unix-ms time and its ISO 8601 form ("key_ms":..., "key_at":"...Z"), or
-//  nulls for 0.
-static void
-s_buf_time (s_buf_t *b, const char *key, uint64_t ms)
+//  The same with a key of any text (sanitised like s_json_str; NULL is "").
+static json_t *
+s_json_set_text (json_t *object, const char *key, json_t *value)
 {
+    json_t *name = s_json_text (key? key: "", key? strlen (key): 0);
+    if (!name || json_object_setn_new_nocheck (object, json_string_value (name),
+                                               json_string_length (name), value)) {
+        if (!name)
+            json_decref (value);
+        json_decref (name);
+        json_decref (object);
+        return NULL;
+    }
+    json_decref (name);
+    return object;
+}
+
+//  Append value to array, taking value. On failure the array is dropped:
+//  returns the array or NULL.
+static json_t *
+s_json_push (json_t *array, json_t *value)
+{
+    if (json_array_append_new (array, value)) {
+        json_decref (array);
+        return NULL;
+    }
+    return array;
+}
+
+//  "<key>_ms": a unix-ms time and "<key>_at": its ISO 8601 form, or both
+//  null for 0.
+static json_t *
+s_json_set_time (json_t *object, const char *key, uint64_t ms)
+{
+    char name_ms [32], name_at [32];
+    snprintf (name_ms, sizeof name_ms, "%s_ms", key);
+    snprintf (name_at, sizeof name_at, "%s_at", key);
     if (!ms) {
-        s_buf_fmt (b, "\"%s_ms\":null,\"%s_at\":null", key, key);
-        return;
+        object = s_json_set (object, name_ms, json_null ());
+        return s_json_set (object, name_at, json_null ());
     }
     time_t secs = (time_t) (ms / 1000);
     struct tm tm;
-    char iso [64] = "";
+    char iso [64] = "", at [80];
     if (gmtime_r (&secs, &tm))
         strftime (iso, sizeof iso, "%Y-%m-%dT%H:%M:%S", &tm);
-    s_buf_fmt (b, "\"%s_ms\":%llu,\"%s_at\":\"%s.%03uZ\"", key,
-               (unsigned long long) ms, key, iso, (unsigned) (ms % 1000));
+    snprintf (at, sizeof at, "%s.%03uZ", iso, (unsigned) (ms % 1000));
+    object = s_json_set (object, name_ms, s_json_u64 (ms));
+    return s_json_set (object, name_at, json_string_nocheck (at));
+}
+
+//  "<key>": "<prefix><id><suffix>" (ids are at most 64 bytes).
+static json_t *
+s_json_set_url (json_t *object, const char *key, const char *prefix, const char *id,
+                const char *suffix)
+{
+    char url [256];
+    snprintf (url, sizeof url, "%s%s%s", prefix, id? id: "", suffix);
+    return s_json_set (object, key, s_json_str (url));
 }
 
 //  ---------------------------------------------------------------------------
@@ -384,32 +431,58 @@ s_response_buf (s_buf_t *b, const char *ctype)
     return resp;
 }
 
-static enum MHD_Result
-s_json_reply (s_req_t *req, unsigned status, s_buf_t *b)
+static int
+s_json_dump_buf (const char *text, size_t size, void *data)
 {
-    return s_queue (req, status, s_response_buf (b, "application/json"));
+    s_buf_add ((s_buf_t *) data, text, size);
+    return 0;
 }
 
-//  An error: {"error": {"code": ..., "message": ...}}. retry_s > 0 adds
-//  Retry-After; allow (405) adds Allow; 401 adds WWW-Authenticate.
+//  A response with doc's compact text, taking doc; NULL when doc is NULL
+//  (out of memory). jansson writes straight into the buffer the response
+//  then owns: one pass, no copy.
+static struct MHD_Response *
+s_response_json (json_t *doc)
+{
+    s_buf_t b = { 0 };
+    int rc = doc? json_dump_callback (doc, s_json_dump_buf, &b, JSON_COMPACT): -1;
+    json_decref (doc);
+    if (rc || !b.data) {
+        free (b.data);
+        return NULL;
+    }
+    return s_response_buf (&b, "application/json");
+}
+
+//  Answer with a JSON document, taking it.
+static enum MHD_Result
+s_json_reply (s_req_t *req, unsigned status, json_t *doc)
+{
+    return s_queue (req, status, s_response_json (doc));
+}
+
+//  An error: {"error": {"code": ..., "message": ...}}, then extra's fields if
+//  extra is given (taken). retry_s > 0 adds Retry-After; allow (405) adds
+//  Allow; 401 adds WWW-Authenticate.
 static enum MHD_Result
 s_error_ex (s_req_t *req, unsigned status, const char *code, uint32_t retry_s,
-            const char *allow, const char *extra_json, const char *fmt, ...)
+            const char *allow, json_t *extra, const char *fmt, ...)
 {
     char message [1024];
     va_list args;
     va_start (args, fmt);
     vsnprintf (message, sizeof message, fmt, args);
     va_end (args);
-    s_buf_t b = { 0 };
-    s_buf_str (&b, "{\"error\":{");
-    s_buf_kv (&b, "code", code);
-    s_buf_str (&b, ",");
-    s_buf_kv (&b, "message", message);
-    if (extra_json)
-        s_buf_str (&b, extra_json);
-    s_buf_str (&b, "}}");
-    struct MHD_Response *resp = s_response_buf (&b, "application/json");
+    json_t *error = json_object ();
+    error = s_json_set (error, "code", s_json_str (code));
+    error = s_json_set (error, "message", s_json_str (message));
+    if (extra && json_object_update (error, extra)) {
+        json_decref (error);
+        error = NULL;
+    }
+    json_decref (extra);
+    struct MHD_Response *resp = s_response_json (s_json_set (json_object (), "error",
+                                                             error));
     if (!resp)
         return MHD_NO;
     if (retry_s) {
@@ -474,28 +547,21 @@ static enum MHD_Result
 s_job_error (s_req_t *req, const char *id, int state, const char *error,
              const char *skipped_by)
 {
-    s_buf_t extra = { 0 };
-    s_buf_str (&extra, ",");
-    s_buf_kv (&extra, "id", id);
-    s_buf_str (&extra, ",");
-    s_buf_kv (&extra, "state", dq_state_str (state));
-    if (skipped_by) {
-        s_buf_str (&extra, ",");
-        s_buf_kv (&extra, "skipped_by", skipped_by);
-    }
-    enum MHD_Result rc;
+    json_t *extra = json_object ();
+    extra = s_json_set (extra, "id", s_json_str (id));
+    extra = s_json_set (extra, "state", s_json_str (dq_state_str (state)));
+    if (skipped_by)
+        extra = s_json_set (extra, "skipped_by", s_json_str (skipped_by));
+    if (!extra)
+        return MHD_NO;          //  out of memory: no partial error
     if (state == DQ_STATE_CANCELLED)
-        rc = s_error_ex (req, 410, "job_cancelled", 0, NULL, extra.data, "%s",
-                         error? error: "cancelled");
-    else
+        return s_error_ex (req, 410, "job_cancelled", 0, NULL, extra, "%s",
+                           error? error: "cancelled");
     if (state == DQ_STATE_SKIPPED)
-        rc = s_error_ex (req, 424, "job_skipped", 0, NULL, extra.data, "%s",
-                         error? error: "skipped: a parent did not succeed");
-    else
-        rc = s_error_ex (req, 422, "job_failed", 0, NULL, extra.data, "%s",
-                         error? error: "failed");
-    free (extra.data);
-    return rc;
+        return s_error_ex (req, 424, "job_skipped", 0, NULL, extra, "%s",
+                           error? error: "skipped: a parent did not succeed");
+    return s_error_ex (req, 422, "job_failed", 0, NULL, extra, "%s",
+                       error? error: "failed");
 }
 
 static void
@@ -1207,139 +1273,134 @@ s_parse_bulk (s_req_t *req)
 //  ---------------------------------------------------------------------------
 //  JSON of broker records
 
-static void
-s_jobinfo_json (s_buf_t *b, const dq_jobinfo_t *info)
+static json_t *
+s_jobinfo_json (const dq_jobinfo_t *info)
 {
-    s_buf_str (b, "{");
-    s_buf_kv (b, "id", info->id);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "type", info->type);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "name", info->name);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "dag_id", info->dag_id);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "state", dq_state_str (info->state));
-    s_buf_fmt (b, ",\"terminal\":%s,\"priority\":%d,\"attempts\":%u,\"max_attempts\":%u,",
-               dq_state_is_terminal (info->state)? "true": "false", info->priority,
-               info->attempts, info->max_attempts);
-    s_buf_kv (b, "worker", info->worker);
-    s_buf_str (b, ",");
-    s_buf_time (b, "created", info->created_ms);
-    s_buf_str (b, ",");
-    s_buf_time (b, "started", info->started_ms);
-    s_buf_str (b, ",");
-    s_buf_time (b, "finished", info->finished_ms);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "error", info->error);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "skipped_by", info->skipped_by);
-    s_buf_fmt (b, ",\"output_size\":%zu,\"parents\":[", info->output_size);
+    json_t *o = json_object ();
+    o = s_json_set (o, "id", s_json_str (info->id));
+    o = s_json_set (o, "type", s_json_str (info->type));
+    o = s_json_set (o, "name", s_json_str (info->name));
+    o = s_json_set (o, "dag_id", s_json_str (info->dag_id));
+    o = s_json_set (o, "state", s_json_str (dq_state_str (info->state)));
+    o = s_json_set (o, "terminal", json_boolean (dq_state_is_terminal (info->state)));
+    o = s_json_set (o, "priority", json_integer (info->priority));
+    o = s_json_set (o, "attempts", s_json_u64 (info->attempts));
+    o = s_json_set (o, "max_attempts", s_json_u64 (info->max_attempts));
+    o = s_json_set (o, "worker", s_json_str (info->worker));
+    o = s_json_set_time (o, "created", info->created_ms);
+    o = s_json_set_time (o, "started", info->started_ms);
+    o = s_json_set_time (o, "finished", info->finished_ms);
+    o = s_json_set (o, "error", s_json_str (info->error));
+    o = s_json_set (o, "skipped_by", s_json_str (info->skipped_by));
+    o = s_json_set (o, "output_size", s_json_u64 (info->output_size));
+    json_t *parents = json_array ();
     for (uint32_t i = 0; i < info->nparents; i++) {
-        s_buf_str (b, i? ",{": "{");
-        s_buf_kv (b, "id", info->parent_ids [i]);
-        s_buf_str (b, ",");
-        s_buf_kv (b, "state", dq_state_str (info->parent_states [i]));
-        s_buf_str (b, "}");
+        json_t *parent = json_object ();
+        parent = s_json_set (parent, "id", s_json_str (info->parent_ids [i]));
+        parent = s_json_set (parent, "state",
+                             s_json_str (dq_state_str (info->parent_states [i])));
+        parents = s_json_push (parents, parent);
     }
-    s_buf_str (b, "],");
-    s_buf_url (b, "status_url", "/v1/jobs/", info->id, "");
-    s_buf_str (b, ",");
-    s_buf_url (b, "result_url", "/v1/jobs/", info->id, "/result");
-    s_buf_str (b, "}");
+    o = s_json_set (o, "parents", parents);
+    o = s_json_set_url (o, "status_url", "/v1/jobs/", info->id, "");
+    return s_json_set_url (o, "result_url", "/v1/jobs/", info->id, "/result");
 }
 
-static void
-s_daginfo_json (s_buf_t *b, const dq_msg_t *reply)
+static json_t *
+s_daginfo_json (const dq_msg_t *reply)
 {
     const dq_daginfo_t *d = reply->dag;
-    s_buf_str (b, "{\"dag\":{");
-    s_buf_kv (b, "id", d->id);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "name", d->name);
-    s_buf_str (b, ",");
-    s_buf_kv (b, "state", dq_state_str (d->state));
-    s_buf_fmt (b, ",\"terminal\":%s,\"total\":%u,\"waiting\":%u,\"queued\":%u,"
-               "\"running\":%u,\"succeeded\":%u,\"failed\":%u,\"cancelled\":%u,"
-               "\"skipped\":%u,", d->state != DQ_STATE_RUNNING? "true": "false",
-               d->total, d->waiting, d->queued, d->running, d->succeeded, d->failed,
-               d->cancelled, d->skipped);
-    s_buf_time (b, "created", d->created_ms);
-    s_buf_str (b, ",");
-    s_buf_time (b, "finished", d->finished_ms);
-    s_buf_str (b, ",");
-    s_buf_url (b, "status_url", "/v1/dags/", d->id, "");
-    s_buf_str (b, "},\"jobs\":[");
-    for (uint32_t i = 0; i < reply->ninfos; i++) {
-        if (i)
-            s_buf_str (b, ",");
-        s_jobinfo_json (b, &reply->infos [i]);
-    }
-    s_buf_str (b, "]}");
+    json_t *dag = json_object ();
+    dag = s_json_set (dag, "id", s_json_str (d->id));
+    dag = s_json_set (dag, "name", s_json_str (d->name));
+    dag = s_json_set (dag, "state", s_json_str (dq_state_str (d->state)));
+    dag = s_json_set (dag, "terminal", json_boolean (d->state != DQ_STATE_RUNNING));
+    dag = s_json_set (dag, "total", s_json_u64 (d->total));
+    dag = s_json_set (dag, "waiting", s_json_u64 (d->waiting));
+    dag = s_json_set (dag, "queued", s_json_u64 (d->queued));
+    dag = s_json_set (dag, "running", s_json_u64 (d->running));
+    dag = s_json_set (dag, "succeeded", s_json_u64 (d->succeeded));
+    dag = s_json_set (dag, "failed", s_json_u64 (d->failed));
+    dag = s_json_set (dag, "cancelled", s_json_u64 (d->cancelled));
+    dag = s_json_set (dag, "skipped", s_json_u64 (d->skipped));
+    dag = s_json_set_time (dag, "created", d->created_ms);
+    dag = s_json_set_time (dag, "finished", d->finished_ms);
+    dag = s_json_set_url (dag, "status_url", "/v1/dags/", d->id, "");
+    json_t *jobs = json_array ();
+    for (uint32_t i = 0; i < reply->ninfos; i++)
+        jobs = s_json_push (jobs, s_jobinfo_json (&reply->infos [i]));
+    json_t *o = s_json_set (json_object (), "dag", dag);
+    return s_json_set (o, "jobs", jobs);
 }
 
-static void
-s_stats_json (dq_gateway_t *self, s_buf_t *b, const dq_msg_t *r)
+static json_t *
+s_stats_json (dq_gateway_t *self, const dq_msg_t *r)
 {
-    s_buf_str (b, "{");
-    s_buf_kv (b, "broker_id", r->broker_id);
-    s_buf_fmt (b, ",\"uptime_ms\":%llu,\"jobs_total\":%llu,\"queued_bytes\":%llu,"
-               "\"workers_total\":%llu,\"types\":[",
-               (unsigned long long) r->uptime_ms, (unsigned long long) r->jobs_total,
-               (unsigned long long) r->queued_bytes, (unsigned long long) r->workers_total);
+    json_t *o = json_object ();
+    o = s_json_set (o, "broker_id", s_json_str (r->broker_id));
+    o = s_json_set (o, "uptime_ms", s_json_u64 (r->uptime_ms));
+    o = s_json_set (o, "jobs_total", s_json_u64 (r->jobs_total));
+    o = s_json_set (o, "queued_bytes", s_json_u64 (r->queued_bytes));
+    o = s_json_set (o, "workers_total", s_json_u64 (r->workers_total));
+    json_t *types = json_array ();
     for (uint32_t i = 0; i < r->ntypestats; i++) {
         const dq_typestat_t *t = &r->typestats [i];
-        s_buf_str (b, i? ",{": "{");
-        s_buf_kv (b, "type", t->type);
-        s_buf_fmt (b, ",\"waiting\":%llu,\"queued\":%llu,\"running\":%llu,"
-                   "\"succeeded\":%llu,\"failed\":%llu,\"cancelled\":%llu,"
-                   "\"skipped\":%llu,\"workers\":%u}",
-                   (unsigned long long) t->waiting, (unsigned long long) t->queued,
-                   (unsigned long long) t->running, (unsigned long long) t->succeeded,
-                   (unsigned long long) t->failed, (unsigned long long) t->cancelled,
-                   (unsigned long long) t->skipped, t->workers);
+        json_t *type = json_object ();
+        type = s_json_set (type, "type", s_json_str (t->type));
+        type = s_json_set (type, "waiting", s_json_u64 (t->waiting));
+        type = s_json_set (type, "queued", s_json_u64 (t->queued));
+        type = s_json_set (type, "running", s_json_u64 (t->running));
+        type = s_json_set (type, "succeeded", s_json_u64 (t->succeeded));
+        type = s_json_set (type, "failed", s_json_u64 (t->failed));
+        type = s_json_set (type, "cancelled", s_json_u64 (t->cancelled));
+        type = s_json_set (type, "skipped", s_json_u64 (t->skipped));
+        type = s_json_set (type, "workers", s_json_u64 (t->workers));
+        types = s_json_push (types, type);
     }
-    s_buf_str (b, "],\"workers\":[");
+    o = s_json_set (o, "types", types);
+    json_t *workers = json_array ();
     for (uint32_t i = 0; i < r->nworkers; i++) {
         const dq_workerinfo_t *w = &r->workers [i];
-        s_buf_str (b, i? ",{": "{");
-        s_buf_kv (b, "id", w->id);
-        s_buf_str (b, ",");
-        s_buf_kv (b, "name", w->name);
-        s_buf_str (b, ",");
-        s_buf_kv (b, "host", w->host);
-        s_buf_fmt (b, ",\"pid\":%u,\"capacity\":%u,\"inflight\":%u,\"last_seen_ms\":%llu,"
-                   "\"done\":%llu,\"types\":[", w->pid, w->capacity, w->inflight,
-                   (unsigned long long) w->last_seen_ms, (unsigned long long) w->done);
-        for (uint32_t k = 0; k < w->ntypes; k++) {
-            if (k)
-                s_buf_str (b, ",");
-            s_buf_json (b, w->types [k]);
-        }
-        s_buf_str (b, "]}");
+        json_t *worker = json_object ();
+        worker = s_json_set (worker, "id", s_json_str (w->id));
+        worker = s_json_set (worker, "name", s_json_str (w->name));
+        worker = s_json_set (worker, "host", s_json_str (w->host));
+        worker = s_json_set (worker, "pid", s_json_u64 (w->pid));
+        worker = s_json_set (worker, "capacity", s_json_u64 (w->capacity));
+        worker = s_json_set (worker, "inflight", s_json_u64 (w->inflight));
+        worker = s_json_set (worker, "last_seen_ms", s_json_u64 (w->last_seen_ms));
+        worker = s_json_set (worker, "done", s_json_u64 (w->done));
+        json_t *wtypes = json_array ();
+        for (uint32_t k = 0; k < w->ntypes; k++)
+            wtypes = s_json_push (wtypes, s_json_str (w->types [k]));
+        worker = s_json_set (worker, "types", wtypes);
+        workers = s_json_push (workers, worker);
     }
-    s_buf_str (b, "],\"dispatch_latency_ms\":[");
+    o = s_json_set (o, "workers", workers);
     static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+    json_t *hist = json_array ();
     for (uint32_t i = 0; i < r->ndispatch_hist; i++) {
-        if (i)
-            s_buf_str (b, ",");
-        if (i < sizeof bounds / sizeof bounds [0])
-            s_buf_fmt (b, "{\"le\":%llu,\"count\":%llu}", (unsigned long long) bounds [i],
-                       (unsigned long long) r->dispatch_hist [i]);
-        else
-            s_buf_fmt (b, "{\"le\":\"+Inf\",\"count\":%llu}",
-                       (unsigned long long) r->dispatch_hist [i]);
+        json_t *bucket = json_object ();
+        bucket = s_json_set (bucket, "le", i < sizeof bounds / sizeof bounds [0]?
+                             s_json_u64 (bounds [i]): json_string_nocheck ("+Inf"));
+        bucket = s_json_set (bucket, "count", s_json_u64 (r->dispatch_hist [i]));
+        hist = s_json_push (hist, bucket);
     }
+    o = s_json_set (o, "dispatch_latency_ms", hist);
     dq_gwlink_stats_t ls;
     dq_gwlink_stats (self->link, &ls);
-    s_buf_fmt (b, "],\"gateway\":{\"batches\":%llu,\"batched_jobs\":%llu,\"resends\":%llu,"
-               "\"timeouts\":%llu,\"splits\":%llu,\"inflight\":%llu,\"waiting\":%llu,"
-               "\"turns\":%llu,\"connections\":%llu}}",
-               (unsigned long long) ls.batches, (unsigned long long) ls.batched_jobs,
-               (unsigned long long) ls.resends, (unsigned long long) ls.timeouts,
-               (unsigned long long) ls.splits, (unsigned long long) ls.inflight,
-               (unsigned long long) ls.waiting, (unsigned long long) ls.turns,
-               (unsigned long long) atomic_load (&self->metrics.connections));
+    json_t *gw = json_object ();
+    gw = s_json_set (gw, "batches", s_json_u64 (ls.batches));
+    gw = s_json_set (gw, "batched_jobs", s_json_u64 (ls.batched_jobs));
+    gw = s_json_set (gw, "resends", s_json_u64 (ls.resends));
+    gw = s_json_set (gw, "timeouts", s_json_u64 (ls.timeouts));
+    gw = s_json_set (gw, "splits", s_json_u64 (ls.splits));
+    gw = s_json_set (gw, "inflight", s_json_u64 (ls.inflight));
+    gw = s_json_set (gw, "waiting", s_json_u64 (ls.waiting));
+    gw = s_json_set (gw, "turns", s_json_u64 (ls.turns));
+    gw = s_json_set (gw, "connections",
+                     s_json_u64 (atomic_load (&self->metrics.connections)));
+    return s_json_set (o, "gateway", gw);
 }
 
 //  ---------------------------------------------------------------------------
@@ -1559,13 +1620,9 @@ s_accepted (s_req_t *req, const char *id)
 {
     char url [DQ_GWLINK_ID_MAX + 16];
     snprintf (url, sizeof url, "/v1/jobs/%s", id);
-    s_buf_t b = { 0 };
-    s_buf_str (&b, "{");
-    s_buf_kv (&b, "id", id);
-    s_buf_str (&b, ",");
-    s_buf_kv (&b, "status_url", url);
-    s_buf_str (&b, "}");
-    struct MHD_Response *resp = s_response_buf (&b, "application/json");
+    json_t *doc = s_json_set (json_object (), "id", s_json_str (id));
+    doc = s_json_set (doc, "status_url", s_json_str (url));
+    struct MHD_Response *resp = s_response_json (doc);
     if (!resp)
         return MHD_NO;
     MHD_add_response_header (resp, MHD_HTTP_HEADER_LOCATION, url);
@@ -1578,52 +1635,46 @@ s_finish (s_req_t *req)
     dq_gateway_t *self = req->gw;
     dq_gwop_t *op = &req->op;
     dq_msg_t *r = op->reply;
-    s_buf_t b = { 0 };
     bool submission = req->action == A_SUBMIT || req->action == A_BULK
                    || req->action == A_DAG_SUBMIT;
     if (req->action == A_METRICS) {
+        s_buf_t b = { 0 };
         s_metrics_text (self, &b, op->err? NULL: r);
         return s_queue (req, 200, s_response_buf (&b, "text/plain; version=0.0.4; "
                                                   "charset=utf-8"));
     }
     if (op->err)
         return s_broker_error (req, submission);
+    json_t *doc = NULL;
     switch (req->action) {
         case A_SUBMIT:
             atomic_fetch_add_explicit (&self->metrics.accepted_jobs, 1, memory_order_relaxed);
             if (op->waited && r)
                 return s_output_reply (req, op->job_id);
             return s_accepted (req, op->job_id);
-        case A_BULK:
+        case A_BULK: {
             atomic_fetch_add_explicit (&self->metrics.accepted_jobs, r->nids,
                                        memory_order_relaxed);
-            s_buf_fmt (&b, "{\"count\":%u,\"ids\":[", r->nids);
-            for (uint32_t i = 0; i < r->nids; i++) {
-                if (i)
-                    s_buf_str (&b, ",");
-                s_buf_json (&b, r->ids [i]);
-            }
-            s_buf_str (&b, "]}");
-            return s_json_reply (req, 202, &b);
+            doc = s_json_set (json_object (), "count", s_json_u64 (r->nids));
+            json_t *ids = json_array ();
+            for (uint32_t i = 0; i < r->nids; i++)
+                ids = s_json_push (ids, s_json_str (r->ids [i]));
+            doc = s_json_set (doc, "ids", ids);
+            return s_json_reply (req, 202, doc);
+        }
         case A_DAG_SUBMIT: {
             atomic_fetch_add_explicit (&self->metrics.accepted_jobs, r->nids,
                                        memory_order_relaxed);
             char url [DQ_GWLINK_ID_MAX + 16];
             snprintf (url, sizeof url, "/v1/dags/%s", r->dag_id? r->dag_id: "");
-            s_buf_str (&b, "{");
-            s_buf_kv (&b, "dag_id", r->dag_id);
-            s_buf_str (&b, ",");
-            s_buf_kv (&b, "status_url", url);
-            s_buf_str (&b, ",\"jobs\":{");
-            for (uint32_t i = 0; i < r->nids && i < dq_dagdoc_njobs (req->doc); i++) {
-                if (i)
-                    s_buf_str (&b, ",");
-                s_buf_json (&b, dq_dagdoc_job_id (req->doc, i));
-                s_buf_str (&b, ":");
-                s_buf_json (&b, r->ids [i]);
-            }
-            s_buf_str (&b, "}}");
-            struct MHD_Response *resp = s_response_buf (&b, "application/json");
+            doc = s_json_set (json_object (), "dag_id", s_json_str (r->dag_id));
+            doc = s_json_set (doc, "status_url", s_json_str (url));
+            json_t *jobs = json_object ();
+            for (uint32_t i = 0; i < r->nids && i < dq_dagdoc_njobs (req->doc); i++)
+                jobs = s_json_set_text (jobs, dq_dagdoc_job_id (req->doc, i),
+                                        s_json_str (r->ids [i]));
+            doc = s_json_set (doc, "jobs", jobs);
+            struct MHD_Response *resp = s_response_json (doc);
             if (resp && r->dag_id)
                 MHD_add_response_header (resp, MHD_HTTP_HEADER_LOCATION, url);
             return s_queue (req, 202, resp);
@@ -1631,24 +1682,20 @@ s_finish (s_req_t *req)
         case A_JOB_GET:
             if (r->ninfos < 1)
                 return s_error (req, 500, "internal", "broker answered no job");
-            s_jobinfo_json (&b, &r->infos [0]);
-            return s_json_reply (req, 200, &b);
+            return s_json_reply (req, 200, s_jobinfo_json (&r->infos [0]));
         case A_JOB_RESULT:
             return s_output_reply (req, req->arg);
         case A_JOB_CANCEL:
         case A_DAG_CANCEL:
-            s_buf_str (&b, "{");
-            s_buf_kv (&b, "id", req->arg);
-            s_buf_fmt (&b, ",\"cancelled\":%llu}", (unsigned long long) r->count);
-            return s_json_reply (req, 200, &b);
+            doc = s_json_set (json_object (), "id", s_json_str (req->arg));
+            doc = s_json_set (doc, "cancelled", s_json_u64 (r->count));
+            return s_json_reply (req, 200, doc);
         case A_DAG_GET:
             if (!r->dag)
                 return s_error (req, 500, "internal", "broker answered no DAG");
-            s_daginfo_json (&b, r);
-            return s_json_reply (req, 200, &b);
+            return s_json_reply (req, 200, s_daginfo_json (r));
         case A_STATS:
-            s_stats_json (self, &b, r);
-            return s_json_reply (req, 200, &b);
+            return s_json_reply (req, 200, s_stats_json (self, r));
         default:
             return s_error (req, 500, "internal", "no answer for this route");
     }
@@ -1756,19 +1803,17 @@ s_dispatch (s_req_t *req)
 {
     dq_gateway_t *self = req->gw;
     switch (req->action) {
-        case A_HEALTHZ: {
-            s_buf_t b = { 0 };
-            s_buf_str (&b, "{\"status\":\"ok\"}");
-            return s_json_reply (req, 200, &b);
-        }
+        case A_HEALTHZ:
+            return s_json_reply (req, 200, s_json_set (json_object (), "status",
+                                                       json_string_nocheck ("ok")));
         case A_READYZ: {
             uint64_t last = dq_gwlink_last_answer (self->link);
             uint64_t now = dq_mono_ms ();
             if (last && now - last < DQ_GATEWAY_READY_WINDOW_MS) {
-                s_buf_t b = { 0 };
-                s_buf_fmt (&b, "{\"status\":\"ready\",\"broker_answered_ms_ago\":%llu}",
-                           (unsigned long long) (now - last));
-                return s_json_reply (req, 200, &b);
+                json_t *doc = s_json_set (json_object (), "status",
+                                          json_string_nocheck ("ready"));
+                doc = s_json_set (doc, "broker_answered_ms_ago", s_json_u64 (now - last));
+                return s_json_reply (req, 200, doc);
             }
             return s_error_ex (req, 503, "unavailable", 1, NULL, NULL,
                                "the broker has not answered for %u ms",

@@ -290,6 +290,15 @@ class DagTest(unittest.TestCase):
             rejected({"jobs": [{"id": "a", "type": "echo"}, {"id": "a", "type": "echo"}]}, r"a")
             rejected({"jobs": [{"id": "a", "type": "echo", "depends_on": ["%s-987654" % bid]}]},
                      r"%s-987654" % bid)
+            rejected({"jobs": [{"id": "a", "type": "echo", "depends_on": ["zzzzz-1"]}]}, r"zzzzz-1")
+            r = c.cli("submit", "echo", "--depends-on", "zzzzz-1", "--data", "x")
+            self.assertEqual(r.rc, 1, r)
+            self.assertIn("zzzzz-1", r.stderr, r)
+            for dep in ("zzzzz-1", "garbage", "%s-d1" % bid, "%s-0" % bid):
+                with self.assertRaises(h.DqError) as cm:
+                    c.client().submit([{"type": "echo", "deps": [{"id": dep}]}])
+                self.assertIn(cm.exception.name, ("not_found", "invalid"), cm.exception)
+                self.assertTrue(c.broker.alive(), c.broker.tail())
             rejected({"jobs": [{"id": "a", "type": "echo", "colour": "red"}]}, r"colour")
             rejected({"jobs": [{"id": "a", "type": "bad type!"}]}, r"type")
             rejected({"jobs": [{"id": "a", "type": "echo", "attempts": 0}]}, r"attempts")
