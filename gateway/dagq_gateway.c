@@ -6,47 +6,63 @@
     1 failure while running, 2 usage, 3 configuration, 4 cannot bind.
 */
 #include <czmq.h>
-#include <getopt.h>
 
+#include "dq_cfg.h"
 #include "dq_gateway.h"
 #include "dq_log.h"
-#include "dq_util.h"
 
-typedef enum { OPT_STR, OPT_U32, OPT_SIZE, OPT_SECONDS, OPT_MS, OPT_LEVEL } opt_kind_t;
-
-typedef struct {
-    const char *name;        //  --name, config key gateway/name, env DAGQ_NAME
-    opt_kind_t kind;
-    const char *help;
-    uint64_t min, max;       //  OPT_MS: seconds
-} opt_t;
-
-//  One table: flag, config key and environment variable of every setting.
-static const opt_t s_opts [] = {
-    { "listen", OPT_STR, "ADDR:PORT to serve HTTP on ([IPv6]:PORT, *:PORT; port 0 = any)", 0, 0 },
-    { "broker", OPT_STR, "broker frontend endpoint", 0, 0 },
-    { "events", OPT_STR, "broker events endpoint (PUB), for ?wait; empty = poll only", 0, 0 },
-    { "threads", OPT_U32, "HTTP threads (0 = one per core)", 0, 1024 },
-    { "token-file", OPT_STR, "file of bearer tokens, one a line (enables auth)", 0, 0 },
-    { "allow-types", OPT_STR, "comma-separated job types that may be submitted", 0, 0 },
-    { "max-body", OPT_SIZE, "largest request body (e.g. 16M)", 1, 256u << 20 },
-    { "max-bulk", OPT_U32, "jobs in one POST /v1/jobs", 1, 2097152 },
-    { "max-connections", OPT_U32, "open connections in total", 1, 1000000 },
-    { "max-per-ip", OPT_U32, "open connections per client address (0 = no limit)", 0, 1000000 },
-    { "max-header", OPT_SIZE, "bytes of request line and headers", 4096, 1u << 20 },
-    { "idle-timeout", OPT_SECONDS, "seconds before an idle or slow connection is cut", 1, 86400 },
-    { "request-timeout", OPT_MS, "seconds to wait for the broker's answer", 0, 3600 },
-    { "max-wait", OPT_MS, "largest ?wait in seconds", 0, 86400 },
-    { "tls-cert", OPT_STR, "PEM certificate (chain): serve HTTPS", 0, 0 },
-    { "tls-key", OPT_STR, "PEM private key of --tls-cert", 0, 0 },
-    { "curve-secret", OPT_STR, "this gateway's secret CURVE certificate", 0, 0 },
-    { "curve-broker-public", OPT_STR, "the broker's public CURVE certificate", 0, 0 },
-    { "log-level", OPT_LEVEL, "error|warn|info|debug", 0, 0 },
+//  Settings, in table order (the index apply receives).
+enum {
+    OPT_LISTEN, OPT_BROKER, OPT_EVENTS, OPT_THREADS, OPT_TOKEN_FILE, OPT_ALLOW_TYPES,
+    OPT_MAX_BODY, OPT_MAX_BULK, OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_MAX_HEADER,
+    OPT_IDLE_TIMEOUT, OPT_REQUEST_TIMEOUT, OPT_MAX_WAIT, OPT_TLS_CERT, OPT_TLS_KEY,
+    OPT_CURVE_SECRET, OPT_CURVE_BROKER_PUBLIC, OPT_LOG_LEVEL, NOPTS
 };
-#define NOPTS (sizeof s_opts / sizeof s_opts [0])
+
+//  One table: flag, config key gateway/<name> and environment variable
+//  DAGQ_<NAME> of every setting.
+static const dq_cfg_opt_t s_opts [NOPTS] = {
+    [OPT_LISTEN] = { "listen", DQ_CFG_STR,
+                     "ADDR:PORT to serve HTTP on ([IPv6]:PORT, *:PORT; port 0 = any)", 0, 0, 0, NULL },
+    [OPT_BROKER] = { "broker", DQ_CFG_STR, "broker frontend endpoint", 0, 0, 0, NULL },
+    [OPT_EVENTS] = { "events", DQ_CFG_STR,
+                     "broker events endpoint (PUB), for ?wait; empty = poll only", 0, 0, 0, NULL },
+    [OPT_THREADS] = { "threads", DQ_CFG_U32, "HTTP threads (0 = one per core)", 0, 1024, 0, NULL },
+    [OPT_TOKEN_FILE] = { "token-file", DQ_CFG_STR,
+                         "file of bearer tokens, one a line (enables auth)", 0, 0, 0, NULL },
+    [OPT_ALLOW_TYPES] = { "allow-types", DQ_CFG_STR,
+                          "comma-separated job types that may be submitted", 0, 0, 0, NULL },
+    [OPT_MAX_BODY] = { "max-body", DQ_CFG_SIZE, "largest request body (e.g. 16M)", 1, 256u << 20, 0, NULL },
+    [OPT_MAX_BULK] = { "max-bulk", DQ_CFG_U32, "jobs in one POST /v1/jobs", 1, 2097152, 0, NULL },
+    [OPT_MAX_CONNECTIONS] = { "max-connections", DQ_CFG_U32, "open connections in total",
+                              1, 1000000, 0, NULL },
+    [OPT_MAX_PER_IP] = { "max-per-ip", DQ_CFG_U32,
+                         "open connections per client address (0 = no limit)", 0, 1000000, 0, NULL },
+    [OPT_MAX_HEADER] = { "max-header", DQ_CFG_SIZE, "bytes of request line and headers",
+                         4096, 1u << 20, 0, NULL },
+    [OPT_IDLE_TIMEOUT] = { "idle-timeout", DQ_CFG_U32,
+                           "seconds before an idle or slow connection is cut", 1, 86400, 0, NULL },
+    //  DQ_CFG_MS bounds are in ms: a request timeout of 0 would fail every call.
+    [OPT_REQUEST_TIMEOUT] = { "request-timeout", DQ_CFG_MS, "seconds to wait for the broker's answer",
+                              1, 3600 * 1000, 0, NULL },
+    [OPT_MAX_WAIT] = { "max-wait", DQ_CFG_MS, "largest ?wait in seconds", 0, 86400 * 1000, 0, NULL },
+    [OPT_TLS_CERT] = { "tls-cert", DQ_CFG_STR, "PEM certificate (chain): serve HTTPS", 0, 0, 0, NULL },
+    [OPT_TLS_KEY] = { "tls-key", DQ_CFG_STR, "PEM private key of --tls-cert", 0, 0, 0, NULL },
+    [OPT_CURVE_SECRET] = { "curve-secret", DQ_CFG_STR, "this gateway's secret CURVE certificate",
+                           0, 0, 0, NULL },
+    [OPT_CURVE_BROKER_PUBLIC] = { "curve-broker-public", DQ_CFG_STR,
+                                  "the broker's public CURVE certificate", 0, 0, 0, NULL },
+    [OPT_LOG_LEVEL] = { "log-level", DQ_CFG_LEVEL, "error|warn|info|debug", 0, 0, 0, NULL },
+};
+
+//  What the settings fill: the engine's config and our log level.
+typedef struct {
+    dq_gateway_cfg_t cfg;
+    int level;
+} settings_t;
 
 static void
-s_usage (FILE *out)
+s_usage (dq_cfg_t *loader, FILE *out)
 {
     dq_gateway_cfg_t d;
     dq_gateway_cfg_defaults (&d);
@@ -56,14 +72,8 @@ s_usage (FILE *out)
         "no state, so any number can run behind a load balancer.\n\n"
         "Options (each also DAGQ_<NAME> in the environment, e.g. DAGQ_LISTEN,\n"
         "and gateway/<name> in a --config file):\n");
-    for (size_t i = 0; i < NOPTS; i++)
-        fprintf (out, "  --%-20s %s\n", s_opts [i].name, s_opts [i].help);
-    fprintf (out,
-        "  --config FILE          read settings from a ZPL file\n"
-        "  --print-config         print the effective settings and exit\n"
-        "  -v, --verbose          same as --log-level debug\n"
-        "  -h, --help             this help\n"
-        "  -V, --version          print the version\n\n"
+    dq_cfg_usage (loader, out, 20, NULL);
+    fprintf (out, "\n"
         "Defaults: listen %s, broker %s, threads = cores, max-body %llu,\n"
         "max-bulk %u, max-connections %u, max-per-ip %u, max-header %u,\n"
         "idle-timeout %u s, request-timeout %u s, max-wait %u s.\n\n"
@@ -77,80 +87,37 @@ s_usage (FILE *out)
         d.request_timeout_ms / 1000, d.max_wait_ms / 1000);
 }
 
-//  Apply one setting; returns 0 or -1 with a message on stderr.
+//  Store one checked setting (dq_cfg_apply_fn). Strings are borrowed from
+//  argv, the environment or the loader, which outlive the gateway.
 static int
-s_apply (dq_gateway_cfg_t *cfg, const opt_t *o, const char *value,
-         const char *source, int *level)
+s_apply (void *arg, size_t index, const dq_cfg_value_t *v)
 {
-    uint64_t v = 0;
-    switch (o->kind) {
-        case OPT_STR:
-            break;
-        case OPT_LEVEL:
-            if (dq_log_parse_level (value) < 0) {
-                fprintf (stderr, "dagq-gateway: %s: --log-level must be error, warn, "
-                         "info or debug, not '%s'\n", source, value);
-                return -1;
-            }
-            *level = dq_log_parse_level (value);
-            return 0;
-        case OPT_SIZE:
-            if (dq_parse_size (value, &v) || v < o->min || v > o->max) {
-                fprintf (stderr, "dagq-gateway: %s: --%s must be a size (e.g. 512K, "
-                         "16M) in [%llu, %llu], not '%s'\n", source, o->name,
-                         (unsigned long long) o->min, (unsigned long long) o->max, value);
-                return -1;
-            }
-            break;
-        case OPT_MS:
-            if (dq_parse_seconds_ms (value, (double) o->max, &v)
-            ||  (!strcmp (o->name, "request-timeout") && v == 0)) {
-                fprintf (stderr, "dagq-gateway: %s: --%s must be seconds in (%llu, %llu], "
-                         "e.g. 2.5, not '%s'\n", source, o->name,
-                         (unsigned long long) o->min, (unsigned long long) o->max, value);
-                return -1;
-            }
-            break;
-        case OPT_SECONDS:
-        case OPT_U32:
-            if (dq_parse_u64 (value, o->min, o->max, &v)) {
-                fprintf (stderr, "dagq-gateway: %s: --%s must be an integer in "
-                         "[%llu, %llu], not '%s'\n", source, o->name,
-                         (unsigned long long) o->min, (unsigned long long) o->max, value);
-                return -1;
-            }
-            break;
+    settings_t *self = (settings_t *) arg;
+    dq_gateway_cfg_t *cfg = &self->cfg;
+    const char *s = *v->str? v->str: NULL;      //  "" clears a string setting
+    switch (index) {
+        case OPT_LISTEN:              cfg->listen = v->str; break;
+        case OPT_BROKER:              cfg->broker = v->str; break;
+        case OPT_EVENTS:              cfg->events = s; break;
+        case OPT_THREADS:             cfg->threads = (uint32_t) v->num; break;
+        case OPT_TOKEN_FILE:          cfg->token_file = s; break;
+        case OPT_ALLOW_TYPES:         cfg->allow_types = s; break;
+        case OPT_MAX_BODY:            cfg->max_body = v->num; break;
+        case OPT_MAX_BULK:            cfg->max_bulk = (uint32_t) v->num; break;
+        case OPT_MAX_CONNECTIONS:     cfg->max_connections = (uint32_t) v->num; break;
+        case OPT_MAX_PER_IP:          cfg->max_per_ip = (uint32_t) v->num; break;
+        case OPT_MAX_HEADER:          cfg->max_header = (uint32_t) v->num; break;
+        case OPT_IDLE_TIMEOUT:        cfg->idle_timeout = (uint32_t) v->num; break;
+        case OPT_REQUEST_TIMEOUT:     cfg->request_timeout_ms = (uint32_t) v->num; break;
+        case OPT_MAX_WAIT:            cfg->max_wait_ms = (uint32_t) v->num; break;
+        case OPT_TLS_CERT:            cfg->tls_cert = s; break;
+        case OPT_TLS_KEY:             cfg->tls_key = s; break;
+        case OPT_CURVE_SECRET:        cfg->curve_secret = s; break;
+        case OPT_CURVE_BROKER_PUBLIC: cfg->curve_broker_public = s; break;
+        case OPT_LOG_LEVEL:           self->level = v->index; break;
+        default:                      assert (false);
     }
-    const char *n = o->name;
-    const char *s = *value? value: NULL;      //  "" clears a string setting
-    if      (!strcmp (n, "listen"))              cfg->listen = value;
-    else if (!strcmp (n, "broker"))              cfg->broker = value;
-    else if (!strcmp (n, "events"))              cfg->events = s;
-    else if (!strcmp (n, "threads"))             cfg->threads = (uint32_t) v;
-    else if (!strcmp (n, "token-file"))          cfg->token_file = s;
-    else if (!strcmp (n, "allow-types"))         cfg->allow_types = s;
-    else if (!strcmp (n, "max-body"))            cfg->max_body = v;
-    else if (!strcmp (n, "max-bulk"))            cfg->max_bulk = (uint32_t) v;
-    else if (!strcmp (n, "max-connections"))     cfg->max_connections = (uint32_t) v;
-    else if (!strcmp (n, "max-per-ip"))          cfg->max_per_ip = (uint32_t) v;
-    else if (!strcmp (n, "max-header"))          cfg->max_header = (uint32_t) v;
-    else if (!strcmp (n, "idle-timeout"))        cfg->idle_timeout = (uint32_t) v;
-    else if (!strcmp (n, "request-timeout"))     cfg->request_timeout_ms = (uint32_t) v;
-    else if (!strcmp (n, "max-wait"))            cfg->max_wait_ms = (uint32_t) v;
-    else if (!strcmp (n, "tls-cert"))            cfg->tls_cert = s;
-    else if (!strcmp (n, "tls-key"))             cfg->tls_key = s;
-    else if (!strcmp (n, "curve-secret"))        cfg->curve_secret = s;
-    else if (!strcmp (n, "curve-broker-public")) cfg->curve_broker_public = s;
     return 0;
-}
-
-static const opt_t *
-s_find (const char *name)
-{
-    for (size_t i = 0; i < NOPTS; i++)
-        if (!strcmp (s_opts [i].name, name))
-            return &s_opts [i];
-    return NULL;
 }
 
 static void
@@ -178,104 +145,35 @@ main (int argc, char *argv [])
     //  Our own SIGINT/SIGTERM handling (dq_gateway_run) replaces czmq's.
     zsys_handler_set (NULL);
     dq_log_init ("dagq-gateway", false);
-    dq_gateway_cfg_t cfg;
-    dq_gateway_cfg_defaults (&cfg);
-    int level = DQ_LOG_INFO;
-    bool print_config = false;
-    const char *config_file = NULL;
+    settings_t set;
+    dq_gateway_cfg_defaults (&set.cfg);
+    set.level = DQ_LOG_INFO;
 
-    struct option longopts [NOPTS + 6];
-    for (size_t i = 0; i < NOPTS; i++)
-        longopts [i] = (struct option) { s_opts [i].name, required_argument, NULL,
-                                         1000 + (int) i };
-    longopts [NOPTS + 0] = (struct option) { "config", required_argument, NULL, 'c' };
-    longopts [NOPTS + 1] = (struct option) { "print-config", no_argument, NULL, 'p' };
-    longopts [NOPTS + 2] = (struct option) { "verbose", no_argument, NULL, 'v' };
-    longopts [NOPTS + 3] = (struct option) { "help", no_argument, NULL, 'h' };
-    longopts [NOPTS + 4] = (struct option) { "version", no_argument, NULL, 'V' };
-    longopts [NOPTS + 5] = (struct option) { NULL, 0, NULL, 0 };
-
-    //  First pass: --config and the fixed options; usage errors.
-    int c;
-    opterr = 1;
-    while ((c = getopt_long (argc, argv, "vhV", longopts, NULL)) != -1) {
-        if (c == 'c') config_file = optarg;
-        else if (c == 'p') print_config = true;
-        else if (c == 'h') { s_usage (stdout); return 0; }
-        else if (c == 'V') { printf ("dagq-gateway %s\n", DAGQ_VERSION); return 0; }
-        else if (c == '?') {
-            fprintf (stderr, "Try 'dagq-gateway --help'.\n");
-            return DQ_GATEWAY_EXIT_USAGE;
-        }
+    dq_cfg_t *loader = dq_cfg_new ("dagq-gateway", "gateway", s_opts, NOPTS);
+    assert (loader);
+    int rc = 0;
+    switch (dq_cfg_load (loader, argc, argv, s_apply, &set)) {
+        case DQ_CFG_RUN:        break;
+        case DQ_CFG_HELP:       s_usage (loader, stdout); goto done;
+        case DQ_CFG_VERSION:    printf ("dagq-gateway %s\n", DAGQ_VERSION); goto done;
+        case DQ_CFG_ERR_CONFIG: rc = DQ_GATEWAY_EXIT_CONFIG; goto done;
+        default:                rc = DQ_GATEWAY_EXIT_USAGE; goto done;
     }
-    if (optind < argc) {
-        fprintf (stderr, "dagq-gateway: unexpected argument '%s'\n"
-                 "Try 'dagq-gateway --help'.\n", argv [optind]);
-        return DQ_GATEWAY_EXIT_USAGE;
+    if (dq_cfg_print_requested (loader)) {
+        s_print_config (&set.cfg, set.level);
+        goto done;
     }
-    zconfig_t *file = NULL;
-    if (config_file) {
-        file = zconfig_load (config_file);
-        if (!file) {
-            fprintf (stderr, "dagq-gateway: cannot read config file %s\n", config_file);
-            return DQ_GATEWAY_EXIT_CONFIG;
-        }
-        zconfig_t *section = zconfig_locate (file, "gateway");
-        for (zconfig_t *item = section? zconfig_child (section): NULL; item;
-             item = zconfig_next (item)) {
-            const opt_t *o = s_find (zconfig_name (item));
-            if (!o) {
-                fprintf (stderr, "dagq-gateway: %s: unknown setting gateway/%s\n",
-                         config_file, zconfig_name (item));
-                zconfig_destroy (&file);
-                return DQ_GATEWAY_EXIT_CONFIG;
-            }
-            const char *value = zconfig_value (item);
-            if (s_apply (&cfg, o, value? value: "", config_file, &level)) {
-                zconfig_destroy (&file);
-                return DQ_GATEWAY_EXIT_CONFIG;
-            }
-        }
-    }
-    for (size_t i = 0; i < NOPTS; i++) {
-        char env [64] = "DAGQ_";
-        size_t at = 5;
-        for (const char *p = s_opts [i].name; *p && at < sizeof env - 1; p++)
-            env [at++] = *p == '-'? '_': (char) toupper ((unsigned char) *p);
-        env [at] = 0;
-        const char *value = getenv (env);
-        if (value && s_apply (&cfg, &s_opts [i], value, env, &level)) {
-            zconfig_destroy (&file);
-            return DQ_GATEWAY_EXIT_CONFIG;
-        }
-    }
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long (argc, argv, "vhV", longopts, NULL)) != -1) {
-        if (c == 'v')
-            level = DQ_LOG_DEBUG;
-        else
-        if (c >= 1000 && s_apply (&cfg, &s_opts [c - 1000], optarg, "command line", &level)) {
-            zconfig_destroy (&file);
-            return DQ_GATEWAY_EXIT_USAGE;
-        }
-    }
-    if (print_config) {
-        s_print_config (&cfg, level);
-        zconfig_destroy (&file);
-        return 0;
-    }
-    dq_log_set_level (level);
+    dq_log_set_level (set.level);
     char err [600];
-    int code = 0;
-    dq_gateway_t *gateway = dq_gateway_new (&cfg, err, sizeof err, &code);
+    dq_gateway_t *gateway = dq_gateway_new (&set.cfg, err, sizeof err, &rc);
     if (!gateway) {
         dq_log_error ("gateway - cannot start: %s", err);
-        zconfig_destroy (&file);
-        return code;
+        goto done;
     }
-    int rc = dq_gateway_run (gateway);
+    rc = dq_gateway_run (gateway);
     dq_gateway_destroy (&gateway);
-    zconfig_destroy (&file);
+done:
+    //  Last: settings from the file point into the loader.
+    dq_cfg_destroy (&loader);
     return rc;
 }
