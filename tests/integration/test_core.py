@@ -359,6 +359,19 @@ wait
             self.assertEqual(c.cli_ok("result", lonely).stdout, "x")
 
     # ------------------------------------------------------------------
+    def test_embedded_worker_example(self):
+        """examples/embedded_worker.c: a C program that is its own worker
+        (libdagq's worker API) runs jobs of its type end to end."""
+        binary = os.path.join(h.BUILD_DIR, "examples", "embedded_worker")
+        h.require(binary)
+        with h.Cluster(name="example") as c:
+            p = h.Proc("embedded", [binary, c.backend], c.logdir)
+            p.worker_name = "embedded-upper"
+            c.workers.append(p)          # stopped (and checked) at teardown
+            c.wait_workers(names=["embedded-upper"])
+            r = c.cli("submit", "upper", "--data", "hello, dagq", "--wait")
+            self.assertEqual((r.rc, r.stdout), (0, "HELLO, DAGQ"), r)
+
     def test_cli_submit_wait_result_cancel(self):
         with h.Cluster(name="cli") as c:
             c.start_worker(name="c1", concurrency=2)
