@@ -1,5 +1,6 @@
-# bench/bench_lib.sh - shared by run_core.sh, run_dag.sh and run_store.sh.
-# Sourced, not run. The caller sets NAME (for messages) and may set
+# shellcheck shell=bash
+# bench/bench_lib.sh - shared by run_core.sh, run_dag.sh, run_store.sh and
+# run_beanstalkd.sh. Sourced, not run. The caller sets NAME (for messages) and may set
 # BUILD_DIR; it then calls bench_init, which installs the cleanup trap.
 #
 # Provides: building (Release, in BUILD_DIR), a log dir, starting brokers on
@@ -17,7 +18,9 @@ STOP_GRACE=${STOP_GRACE:-100}  # tenths of a second between TERM and KILL
 PIDS=()
 LOGS=
 BROKER_PID=
-FE= BE= EV=
+FE='' BE='' EV=''
+PORT=''
+MODE_ARGS=()
 LAST_RESULT=
 
 die () {
@@ -154,16 +157,16 @@ start_broker () {
     return 1
 }
 
-# The broker arguments of a store mode: memory, or full|normal|off with a
-# fresh data dir under LOGS.
-broker_mode_args () {
+# mode_args MODE: sets MODE_ARGS to the broker arguments of a store mode:
+# memory, or full|normal|off with a fresh data dir under LOGS.
+mode_args () {
     case "$1" in
-        memory) echo "--memory" ;;
+        memory) MODE_ARGS=(--memory) ;;
         full|normal|off)
             local dir
-            dir=$(mktemp -d "$LOGS/data-$1.XXXXXX")
-            echo "--data-dir $dir --sync $1" ;;
-        *) return 1 ;;
+            dir=$(mktemp -d "$LOGS/data-$1.XXXXXX") || return 1
+            MODE_ARGS=(--data-dir "$dir" --sync "$1") ;;
+        *) echo "$NAME: unknown store mode '$1'" >&2; return 1 ;;
     esac
 }
 

@@ -7,6 +7,8 @@
 #   1. bench_throughput: JOBS echo jobs of 100 bytes at full speed;
 #   2. bench_throughput again, paced at half the rate measured in 1, for
 #      the latency percentiles (p99) below saturation;
+#   with --sweep "R1 R2 ...", also paced runs at each of those rates
+#   (max(20000, 4 R) jobs each): latency against load;
 # and once, unless --no-memory:
 #   3. bench_queued_memory: a fresh --memory broker with no workers,
 #      1,000,000 jobs queued, RSS growth per job.
@@ -15,9 +17,9 @@
 # line per mode and stops everything it started (also on Ctrl-C).
 #
 # Usage: bench/run_core.sh [--store memory|full|normal|off | --all-modes]
-#                          [--repeat R] [-w WORKERS] [-n JOBS] [-b BATCH]
-#                          [--window W] [--memory-jobs N] [--no-memory]
-#                          [--no-build]
+#                          [--repeat R] [--sweep "RATE..."] [-w WORKERS]
+#                          [-n JOBS] [-b BATCH] [--window W]
+#                          [--memory-jobs N] [--no-memory] [--no-build]
 # Environment: BUILD_DIR (default <repo>/build-bench), KEEP_LOGS=1.
 # Exit status: 0 all runs completed, 1 a run failed, 2 usage.
 set -euo pipefail
@@ -36,9 +38,10 @@ DO_MEMORY=1
 DO_BUILD=1
 REPEAT=1
 MODES=(memory)
+SWEEP=""
 
 usage () {
-    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 while [ $# -gt 0 ]; do
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
             shift 2 ;;
         --all-modes) MODES=(memory full normal off); shift ;;
         --repeat) REPEAT=${2:-}; shift 2 ;;
+        --sweep) SWEEP=${2:-}; shift 2 ;;
         -w|--workers) WORKERS=${2:-}; shift 2 ;;
         -n|--jobs) JOBS=${2:-}; shift 2 ;;
         -b|--batch) BATCH=${2:-}; shift 2 ;;
@@ -63,6 +67,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 for v in WORKERS JOBS BATCH WINDOW MEMORY_JOBS REPEAT; do need_number "$v" "${!v}"; done
+for rate in $SWEEP; do need_number "--sweep rate" "$rate"; done
 [ "$REPEAT" -ge 1 ] && [ "$WORKERS" -ge 1 ] || { echo "$NAME: --repeat and -w must be >= 1" >&2; exit 2; }
 
 BENCH=$BUILD_DIR/bench/bench_throughput
@@ -75,14 +80,14 @@ echo "dagq core benchmark: $WORKERS workers x concurrency $CONCURRENCY, $JOBS ec
      "of 100 B, batch $BATCH, window $WINDOW; $(nproc) cores; modes: ${MODES[*]};" \
      "$REPEAT run(s) each"
 
-declare -A E2E P50 P99 HALFRATE LOST
+declare -A E2E P50 P99 HALFRATE LOST SW50 SW99
 for mode in "${MODES[@]}"; do
     E2E[$mode]="" P50[$mode]="" P99[$mode]="" HALFRATE[$mode]="" LOST[$mode]=0
     for r in $(seq "$REPEAT"); do
         echo
         echo "== $mode, run $r of $REPEAT (load average $(loadavg))"
-        # shellcheck disable=SC2046  # the mode's arguments are words
-        start_broker "broker-$mode-$r" $(broker_mode_args "$mode")
+        mode_args "$mode"
+        start_broker "broker-$mode-$r" "${MODE_ARGS[@]}"
         start_workers "$WORKERS" "worker-$mode-$r"
 
         echo "1. full speed"
@@ -99,6 +104,16 @@ for mode in "${MODES[@]}"; do
                   --size 100 --type echo --window "$WINDOW" --batch "$PACED_BATCH" \
                   --rate "$HALF"
         PACED=$LAST_RESULT
+
+        for rate in $SWEEP; do
+            n=$(( rate * 4 > 20000 ? rate * 4 : 20000 ))
+            echo "3. paced at $rate jobs/s, $n jobs, batch $PACED_BATCH"
+            run_bench "sweep-$mode-$r-$rate" "$BENCH" --frontend "$FE" --events "$EV" \
+                      --jobs "$n" --size 100 --type echo --window "$WINDOW" \
+                      --batch "$PACED_BATCH" --rate "$rate"
+            SW50[$mode:$rate]+=" $(field p50_ms "$LAST_RESULT")"
+            SW99[$mode:$rate]+=" $(field p99_ms "$LAST_RESULT")"
+        done
         stop_all
 
         E2E[$mode]+=" $RATE"
@@ -130,6 +145,18 @@ for mode in "${MODES[@]}"; do
            "$(median ${HALFRATE[$mode]})" "$(median ${P50[$mode]})" \
            "$(median ${P99[$mode]})" "$(best_min ${P99[$mode]})"
 done
+if [ -n "$SWEEP" ]; then
+    echo "  latency against load (p50 / p99 in ms, median of $REPEAT):"
+    for mode in "${MODES[@]}"; do
+        line=$(printf '    %-7s' "$mode")
+        for rate in $SWEEP; do
+            # shellcheck disable=SC2086  # word lists
+            line+=$(printf '  %s/s: %s / %s' "$rate" "$(median ${SW50[$mode:$rate]})" \
+                           "$(median ${SW99[$mode:$rate]})")
+        done
+        echo "$line"
+    done
+fi
 if [ "$DO_MEMORY" = 1 ]; then
     printf '  queued memory: %s bytes per job, %s beyond the payload (%s jobs of %s B)\n' \
            "$(field bytes_per_job "$MEM")" "$(field overhead_per_job "$MEM")" \

@@ -90,8 +90,8 @@ if [ "$DO_ACCEPT" = 1 ]; then
             echo
             echo "== accept: $ACCEPT_JOBS-job DAG, $mode broker, run $r of $REPEAT" \
                  "(load average $(loadavg))"
-            # shellcheck disable=SC2046  # the mode's arguments are words
-            start_broker "broker-accept-$mode-$r" $(broker_mode_args "$mode")
+            mode_args "$mode"
+            start_broker "broker-accept-$mode-$r" "${MODE_ARGS[@]}"
             run_bench "accept-$mode-$r" "$BENCH_DAG" --frontend "$FE" --pid "$BROKER_PID" \
                       --jobs "$ACCEPT_JOBS" --avg-deps "$AVG_DEPS" --type n --timeout 900
             stop_all
@@ -108,8 +108,8 @@ if [ "$DO_RUN" = 1 ]; then
         echo
         echo "== run: $RUN_JOBS-job DAG ($LAYERS layers) of echo jobs, $RUN_MODE broker," \
              "$WORKERS workers, run $r of $REPEAT (load average $(loadavg))"
-        # shellcheck disable=SC2046
-        start_broker "broker-dag-$r" $(broker_mode_args "$RUN_MODE")
+        mode_args "$RUN_MODE"
+        start_broker "broker-dag-$r" "${MODE_ARGS[@]}"
         start_workers "$WORKERS" "worker-dag-$r"
         run_bench "dag-$r" "$BENCH_DAG" --frontend "$FE" --events "$EV" --run \
                   --wait-workers "$WORKERS" --jobs "$RUN_JOBS" --avg-deps "$AVG_DEPS" \
@@ -122,8 +122,8 @@ if [ "$DO_RUN" = 1 ]; then
         echo
         echo "== run: $RUN_JOBS independent echo jobs, $RUN_MODE broker, $WORKERS workers," \
              "run $r of $REPEAT (load average $(loadavg))"
-        # shellcheck disable=SC2046
-        start_broker "broker-ind-$r" $(broker_mode_args "$RUN_MODE")
+        mode_args "$RUN_MODE"
+        start_broker "broker-ind-$r" "${MODE_ARGS[@]}"
         start_workers "$WORKERS" "worker-ind-$r"
         run_bench "ind-$r" "$BENCH" --frontend "$FE" --events "$EV" --jobs "$RUN_JOBS" \
                   --size 0 --type echo --wait-workers "$WORKERS" --timeout 600
