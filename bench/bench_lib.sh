@@ -165,6 +165,7 @@ mode_args () {
         full|normal|off)
             local dir
             dir=$(mktemp -d "$LOGS/data-$1.XXXXXX") || return 1
+            # shellcheck disable=SC2034  # read by the caller
             MODE_ARGS=(--data-dir "$dir" --sync "$1") ;;
         *) echo "$NAME: unknown store mode '$1'" >&2; return 1 ;;
     esac
@@ -218,6 +219,7 @@ run_bench () {
         return 1
     fi
     sed 's/^/    /' "$out" | grep -v '^    RESULT'
+    # shellcheck disable=SC2034  # read by the caller
     LAST_RESULT=$(grep '^RESULT' "$out" | tail -1)
 }
 

@@ -75,11 +75,11 @@ for mode in $MODES; do
         for _ in $(seq 20); do
             pick_ports || break
             p=$PORT
-            "$BEANSTALKD" -l 127.0.0.1 -p $p "${args[@]}" >>"$LOGS/beanstalkd.log" 2>&1 &
+            "$BEANSTALKD" -l 127.0.0.1 -p "$p" "${args[@]}" >>"$LOGS/beanstalkd.log" 2>&1 &
             BS_PID=$!
             PIDS+=("$BS_PID")
             for _ in $(seq 50); do
-                port_free $p || { started=1; break; }
+                port_free "$p" || { started=1; break; }
                 kill -0 "$BS_PID" 2>/dev/null || break
                 sleep 0.1
             done

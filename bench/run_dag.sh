@@ -6,7 +6,7 @@
 #      broker with no workers gets ONE SUBMIT holding a random DAG of
 #      ACCEPT_JOBS jobs (each with 1..5 distinct parents among the earlier
 #      jobs, 3 on average; type "n", which nobody runs; no payload; about
-#      41 MiB encoded, under the broker's default --max-message of 64 MiB)
+#      41 MiB encoded, well under the broker's --max-message)
 #      from bench_dag: time from sending to the SUBMITTED reply, the
 #      broker's CPU time meanwhile, and its RSS growth per job;
 #   b. run: a fresh broker (--store MODE, default memory) and WORKERS

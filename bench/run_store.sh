@@ -233,9 +233,9 @@ fi
 echo
 echo "summary (load average now $(loadavg))"
 if [ "$DO_STORE" = 1 ]; then
-    # shellcheck disable=SC2086  # word list
     printf '  submit %s jobs (--sync %s)      %s jobs/s acknowledged (bulk SUBMITs of 1000); broker RSS %s bytes per job\n' \
            "$JOBS" "$SYNC" "$SUBMIT_RATE" "$(field bytes_per_job "$SUBMIT")"
+    # shellcheck disable=SC2086  # word list
     printf '  restart with %s stored jobs  best %s s, median %s s of %s (target < 10 s)\n' \
            "$JOBS" "$(best_min $UPS)" "$(median $UPS)" "$RESTARTS"
     printf '  store per job, %s-byte payload  %s bytes unfinished, %s bytes finished (with output)\n' \
