@@ -94,7 +94,6 @@ struct _dq_broker_t {
     uint64_t space_checked;  //  monotonic ms of the last disk-space check
     bool space_full;
     char space_reason [200];
-    bool loading;            //  replaying the store
     s_out_t *out;
     size_t nout, out_cap;
     uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
@@ -1306,7 +1305,6 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         ws [i].last_seen_ms = self->now > ago? self->now - ago: 0;
         ws [i].done = w->done;
         ws [i].types = (const char **) w->types;
-        ws [i].ntypes = w->nmembers;
         uint32_t nty = 0;
         while (w->types && w->types [nty])
             nty++;
@@ -2087,10 +2085,8 @@ static int
 s_load (dq_broker_t *self, char *err, size_t err_size)
 {
     uint64_t t0 = dq_mono_ms ();
-    self->loading = true;
     dq_store_loader_t loader = { s_load_job, s_load_dag, s_load_key, self };
     int rc = dq_store_load (self->store, &loader);
-    self->loading = false;
     if (rc) {
         snprintf (err, err_size, "cannot read the store in %s: %s",
                   self->cfg.data_dir, dq_store_error (self->store));
