@@ -581,11 +581,14 @@ s_terminal (dq_broker_t *self, dq_bjob_t *job, int state,
     if (job->worker)
         s_release_worker (self, job);
     job->finished_ms = self->now;
-    if (output_size) {
+    job->output_size = (uint32_t) output_size;
+    //  With a store the output lives on disk and is read back on request;
+    //  memory keeps only what children are about to need, so finished
+    //  jobs kept for --result-ttl cost no memory for their outputs.
+    if (output_size && (!self->store || job->node.nchildren)) {
         job->output = malloc (output_size);
         assert (job->output);
         memcpy (job->output, output, output_size);
-        job->output_size = (uint32_t) output_size;
     }
     free (job->error);
     job->error = s_error_dup (error);
@@ -1192,6 +1195,30 @@ s_job_lookup_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     return job;
 }
 
+//  A finished job's output: from memory when held there, else read from
+//  the store into *owned (the caller frees it). Returns 0 or -1 (store
+//  error, logged).
+static int
+s_output_get (dq_broker_t *self, dq_bjob_t *job, const void **data,
+              size_t *size, void **owned)
+{
+    *owned = NULL;
+    *data = job->output;
+    *size = job->output_size;
+    if (job->output || !job->output_size)
+        return 0;
+    if (!self->store
+    ||  dq_store_get_output (self->store, job->node.id, owned, size, NULL)) {
+        dq_log_error ("store - reading the output of job %s-%" PRIu64 " failed: %s",
+                      self->broker_id, job->node.id,
+                      self->store? dq_store_error (self->store): "no store");
+        *size = 0;
+        return -1;
+    }
+    *data = *owned;
+    return 0;
+}
+
 static void
 s_handle_result (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
 {
@@ -1203,16 +1230,25 @@ s_handle_result (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
                      msg->id, dq_state_str (job->state));
         return;
     }
+    const void *output;
+    size_t output_size;
+    void *owned;
+    if (s_output_get (self, job, &output, &output_size, &owned)) {
+        REPLY_ERROR (DQ_ERR_INTERNAL, 1000, "the output of job '%s' could not be "
+                     "read from the store; try again", msg->id);
+        return;
+    }
     dq_msg_t reply;
     dq_msg_init (&reply, DQ_CMD_OUTPUT);
     reply.rid = msg->rid;
     reply.id = msg->id;
     reply.state = job->state;
-    reply.output = job->output;
-    reply.output_size = job->output_size;
+    reply.output = output;
+    reply.output_size = output_size;
     reply.content_type = job->content_type;
     reply.error = job->error;
     s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    free (owned);
 }
 
 //  Cancel one job: it never runs (or its worker abandons it), descendants
@@ -1758,9 +1794,11 @@ s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
 }
 
 //  Fill a task record for job; parent ids go to pids (nparents of them).
+//  Outputs read from the store go to owned (one slot per parent), freed by
+//  the caller after encoding.
 static void
 s_task_rec (dq_broker_t *self, dq_bjob_t *job, dq_task_rec_t *t, char *id,
-            dq_parent_t *parents, char (*pids) [DQ_ID_MAX])
+            dq_parent_t *parents, char (*pids) [DQ_ID_MAX], void **owned)
 {
     s_job_id (self, job->node.id, id);
     for (uint32_t k = 0; k < job->node.nparents; k++) {
@@ -1770,8 +1808,12 @@ s_task_rec (dq_broker_t *self, dq_bjob_t *job, dq_task_rec_t *t, char *id,
             s_job_id (self, p->node.id, pids [k]);
             parents [k].id = pids [k];
             parents [k].name = p->name;
-            parents [k].output = p->output;
-            parents [k].output_size = p->output_size;
+            const void *output;
+            size_t size;
+            if (s_output_get (self, p, &output, &size, &owned [k]))
+                s_store_fail (self, "reading a parent's output");
+            parents [k].output = output;
+            parents [k].output_size = size;
         }
         else
             parents [k].id = "(expired)";
@@ -1797,10 +1839,12 @@ s_queue_jobs (dq_broker_t *self, dq_bworker_t *w, dq_bjob_t **jobs, uint32_t n)
     dq_parent_t *parents = malloc ((nparents + 1) * sizeof *parents);
     char (*pids) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
     uint64_t *seqs = malloc (n * sizeof *seqs);
-    assert (tasks && ids && parents && pids && seqs);
+    void **owned = calloc (nparents + 1, sizeof *owned);
+    assert (tasks && ids && parents && pids && seqs && owned);
     size_t at = 0;
     for (uint32_t i = 0; i < n; i++) {
-        s_task_rec (self, jobs [i], &tasks [i], ids [i], parents + at, pids + at);
+        s_task_rec (self, jobs [i], &tasks [i], ids [i], parents + at, pids + at,
+                    owned + at);
         at += jobs [i]->node.nparents;
         seqs [i] = jobs [i]->node.id;
     }
@@ -1832,6 +1876,9 @@ s_queue_jobs (dq_broker_t *self, dq_bworker_t *w, dq_bjob_t **jobs, uint32_t n)
     }
     else
         free (seqs);
+    for (size_t k = 0; k < nparents; k++)
+        free (owned [k]);
+    free (owned);
     free (pids);
     free (parents);
     free (ids);
@@ -2035,12 +2082,7 @@ s_load_job (void *arg, const dq_store_job_t *r)
             job->dag->counts [r->state]++;
         job->finished_ms = r->finished_ms;
         job->skipped_by = r->skipped_by;
-        if (r->output_size) {
-            job->output = malloc (r->output_size);
-            assert (job->output);
-            memcpy (job->output, r->output, r->output_size);
-            job->output_size = (uint32_t) r->output_size;
-        }
+        job->output_size = (uint32_t) r->output_size;  //  read on request
         free (job->payload);
         job->payload = NULL;
         job->payload_size = 0;

@@ -99,6 +99,32 @@ class DagTest(unittest.TestCase):
                     self.assertFalse(os.path.exists(d), "DAGQ_PARENTS_DIR %s left behind" % d)
 
     # ------------------------------------------------------------------
+    def test_late_children_read_stored_outputs(self):
+        """Outputs live in the store: a child added after its parent finished,
+        before and after a broker restart, still receives the parent's output."""
+        with h.Cluster(name="lateout") as c:
+            c.start_worker(name="l1", concurrency=2)
+            c.wait_workers(names=["l1"])
+            blob = bytes(range(256)) * 64
+            p1 = c.submit("echo", data="first-output")
+            h.write_file(c.path("blob"), blob)
+            p2 = c.submit("echo", "--file", c.path("blob"))
+            c.cli_ok("wait", p1, p2, "--timeout", str(h.deadline(60)))
+            dag_id, ids = submit_dag(c, {"jobs": [
+                {"id": "cat", "type": "concat", "depends_on": [p1, p2]}]})
+            c.cli_ok("wait", dag_id, "--timeout", str(h.deadline(60)))
+            self.assertEqual(c.cli_ok("result", ids["cat"]).stdout_bytes,
+                             b"first-output" + blob)
+            c.restart_broker()
+            c.wait_workers(names=["l1"])
+            self.assertEqual(c.cli_ok("result", p2).stdout_bytes, blob)
+            dag_id, ids = submit_dag(c, {"jobs": [
+                {"id": "again", "type": "concat", "depends_on": [p2, p1]}]}, name="again.json")
+            c.cli_ok("wait", dag_id, "--timeout", str(h.deadline(60)))
+            self.assertEqual(c.cli_ok("result", ids["again"]).stdout_bytes,
+                             blob + b"first-output")
+
+    # ------------------------------------------------------------------
     def test_random_dag_valid_order(self):
         n = h.scaled(10000, 200)
         rng = random.Random(3)
