@@ -206,7 +206,7 @@ dq_cli_status (dq_cli_t *cli, int argc, char **argv)
     while (i < nids) {
         dq_msg_t *reply;
         if (dq_cli_is_dag_id (ids [i])) {
-            int rc = dq_client_dag (client, ids [i], &reply);
+            int rc = dq_client_dag_summary (client, ids [i], &reply);
             if (rc) {
                 status = dq_cli_fail (cli, cmd, rc);
                 goto done;

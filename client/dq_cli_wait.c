@@ -157,7 +157,9 @@ dq_cli_wait_dag (dq_cli_t *cli, const char *cmd, const char *dag_id,
     while (true) {
         int64_t t0 = dq_cli_mono_ms ();
         dq_msg_t *reply;
-        int rc = dq_client_dag (client, dag_id, &reply);
+        //  Polls ask for the counts only; the job list is fetched once, to
+        //  name what failed.
+        int rc = dq_client_dag_summary (client, dag_id, &reply);
         int64_t t1 = dq_cli_mono_ms ();
         if (rc) {
             if (live)
@@ -184,7 +186,13 @@ dq_cli_wait_dag (dq_cli_t *cli, const char *cmd, const char *dag_id,
                          d->total, took);
             int status = DQ_CLI_EXIT_OK;
             if (d->state != DQ_STATE_SUCCEEDED || d->succeeded != d->total) {
-                s_report_failures (cmd, reply);
+                dq_msg_t *full;
+                if (dq_client_dag (client, dag_id, &full) == DQ_OK) {
+                    s_report_failures (cmd, full);
+                    dq_msg_destroy (&full);
+                }
+                else
+                    s_report_failures (cmd, reply);
                 status = DQ_CLI_EXIT_FAIL;
             }
             dq_msg_destroy (&reply);

@@ -654,8 +654,8 @@ dq_client_stats (dq_client_t *self, dq_msg_t **reply)
     return s_call (self, &req, DQ_CMD_STATS_REPLY, self->timeout_ms, reply);
 }
 
-int
-dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply)
+static int
+s_dag (dq_client_t *self, const char *id, bool summary, dq_msg_t **reply)
 {
     *reply = NULL;
     int rc = s_check_id (self, id);
@@ -664,12 +664,25 @@ dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply)
     dq_msg_t req;
     dq_msg_init (&req, DQ_CMD_DAG);
     req.id = id;
+    req.summary = summary;
     rc = s_call (self, &req, DQ_CMD_DAG_INFO, self->timeout_ms, reply);
     if (rc == DQ_OK && !(*reply)->dag) {
         rc = s_fail (self, DQ_ERR_PROTOCOL, "DAG_INFO reply without 'dag'");
         dq_msg_destroy (reply);
     }
     return rc;
+}
+
+int
+dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply)
+{
+    return s_dag (self, id, false, reply);
+}
+
+int
+dq_client_dag_summary (dq_client_t *self, const char *id, dq_msg_t **reply)
+{
+    return s_dag (self, id, true, reply);
 }
 
 static bool

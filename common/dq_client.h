@@ -97,6 +97,10 @@ int
 int
     dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply);
 
+//  DAG with summary: *reply is DAG_INFO with the counts and no job list.
+int
+    dq_client_dag_summary (dq_client_t *self, const char *id, dq_msg_t **reply);
+
 //  Wait until every id is terminal or timeout_ms passes (-1 = forever).
 //  Polls STATUS (interval growing from 5 ms to 500 ms), at most 10,000 ids
 //  per request; beyond that, ids already terminal are not asked again. A

@@ -411,6 +411,7 @@ s_emit_msg (s_w_t *w, const void *item)
     s_w_array (w, "results", s_emit_result, m->results, sizeof (dq_result_rec_t),
                m->nresults);
     s_w_bool (w, "batch", m->batch);
+    s_w_bool (w, "summary", m->summary);
     s_w_u64 (w, "code", m->code);
     s_w_str (w, "message", m->message);
     s_w_u64 (w, "retry_ms", m->retry_ms);
@@ -1137,6 +1138,7 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
         return s_read_records (d, v, "results", DQ_PROTO_ARRAY_MAX, sizeof (dq_result_rec_t),
                                s_result_field, (void **) &m->results, &m->nresults);
     if (KEY ("batch"))        return s_get_bool (d, v, "batch", &m->batch);
+    if (KEY ("summary"))      return s_get_bool (d, v, "summary", &m->summary);
     if (KEY ("code"))         return s_get_u32 (d, v, "code", &m->code);
     if (KEY ("message"))      return s_get_str (d, v, "message", DQ_PROTO_STR_MAX, &m->message);
     if (KEY ("retry_ms"))     return s_get_u32 (d, v, "retry_ms", &m->retry_ms);

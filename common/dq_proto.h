@@ -248,6 +248,7 @@ typedef struct {
     dq_result_rec_t *results;  //  DONE (batched): several results
     uint32_t nresults;
     bool batch;              //  READY: this worker takes batched JOBs
+    bool summary;            //  DAG: the counts only, no job list
     uint32_t code;           //  ERROR: dq_err_t
     const char *message;     //  ERROR ABANDON: human-readable text
     uint32_t retry_ms;       //  ERROR (busy): retry hint

@@ -2348,6 +2348,25 @@ test_proto_socket_bad_frames (void **state)
 }
 
 //  Batched JOB (tasks) and DONE (results) round trip, and their checks.
+//  DAG with and without summary: the flag survives, absent means false.
+static void
+test_proto_dag_summary (void **state)
+{
+    (void) state;
+    dq_msg_t in;
+    dq_msg_init (&in, DQ_CMD_DAG);
+    in.rid = 9;
+    in.id = "b1-d3";
+    dq_msg_t *out = s_roundtrip (&in);
+    assert_false (out->summary);
+    s_str_eq (out->id, "b1-d3");
+    dq_msg_destroy (&out);
+    in.summary = true;
+    out = s_roundtrip (&in);
+    assert_true (out->summary);
+    dq_msg_destroy (&out);
+}
+
 static void
 test_proto_batches (void **state)
 {
@@ -2444,6 +2463,7 @@ main (void)
         cmocka_unit_test (test_proto_socket_tcp),
         cmocka_unit_test (test_proto_socket_bad_frames),
         cmocka_unit_test (test_proto_batches),
+        cmocka_unit_test (test_proto_dag_summary),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
