@@ -8,8 +8,10 @@
          else becomes a call (one request, one rid) and is sent at once;
       3. read every reply: match it to its call by rid, answer the call's
          ops (a batch refused for some of its jobs is split into
-         single-job calls), and
-         read events, which end ?wait holds early;
+         single-job calls; a batch's answer first sends the jobs that
+         gathered meanwhile, so the broker commits them while we resume
+         the answered connections), and read events, which end ?wait
+         holds early;
       4. while fewer than S_BATCHES_INFLIGHT batches are unanswered, send
          the pending jobs as one SUBMIT (more accumulate meanwhile: the
          batch size follows the broker's commit latency);
