@@ -8,8 +8,10 @@
          else becomes a call (one request, one rid) and is sent at once;
       3. read every reply: match it to its call by rid, answer the call's
          ops (a batch refused for some of its jobs is split into
-         single-job calls), and
-         read events, which end ?wait holds early;
+         single-job calls; a batch's answer first sends the jobs that
+         gathered meanwhile, so the broker commits them while we resume
+         the answered connections), and read events, which end ?wait
+         holds early;
       4. while fewer than S_BATCHES_INFLIGHT batches are unanswered, send
          the pending jobs as one SUBMIT (more accumulate meanwhile: the
          batch size follows the broker's commit latency);
@@ -74,6 +76,7 @@ struct _s_call_t {
     uint32_t interval;       //  current re-send interval
     uint64_t sent_seq;       //  order of its last send (self->send_seq)
     bool sent;               //  on the current socket
+    bool out;                //  BATCH: counted in batches_out
     s_call_t *prev, *next;
 };
 
@@ -210,8 +213,10 @@ s_call_destroy (dq_gwlink_t *self, s_call_t *call)
         call->next->prev = call->prev;
     else
         self->calls_tail = call->prev;
-    if (call->kind == S_CALL_BATCH && self->batches_out)
+    if (call->out) {
+        call->out = false;
         self->batches_out--;
+    }
     if (s_counted (call->kind))
         atomic_fetch_sub_explicit (&self->n_inflight, 1, memory_order_relaxed);
     free (call->ops);
@@ -538,6 +543,7 @@ s_flush_pending (dq_gwlink_t *self)
             self->pend_tail = last_kept;
         zhashx_destroy (&keys);
         call->nops = taken;
+        call->out = true;
         self->batches_out++;
         atomic_fetch_add_explicit (&self->n_batches, 1, memory_order_relaxed);
         atomic_fetch_add_explicit (&self->n_batched, taken, memory_order_relaxed);
@@ -726,6 +732,12 @@ s_on_reply (dq_gwlink_t *self, dq_msg_t *msg)
         self->answered_seq = call->sent_seq;
     switch (call->kind) {
         case S_CALL_BATCH:
+            //  The jobs that gathered while this batch was out go first:
+            //  the broker commits them while we answer this one's requests
+            //  (a wake-up per resumed connection), not after.
+            call->out = false;
+            self->batches_out--;
+            s_flush_pending (self);
             s_on_batch_reply (self, call, msg);
             break;
         case S_CALL_OP:
