@@ -10,10 +10,11 @@
     (s_next) walks the body once, straight into the message's records,
     with type and size checks per field: no tree of msgpack objects is
     built, so a SUBMIT of a million jobs costs its records and little more.
-    Records and copied strings live in one zone; binaries point into the
+    Records and copied strings live in one arena; binaries point into the
     body, which the message keeps.
 */
 #include "dq_proto.h"
+#include "dq_mem.h"
 
 #include <errno.h>
 #include <msgpack.h>
@@ -470,6 +471,7 @@ s_buf_write (void *data, const char *buf, size_t len)
         char *p = realloc (b->data, alloc);
         if (!p)
             return -1;
+        dq_mem_advise (p + b->size, alloc - b->size);
         b->data = p;
         b->alloc = alloc;
     }
@@ -683,9 +685,72 @@ s_walk (const uint8_t *d, size_t size, size_t *pos, int depth, uint64_t *budget)
 //  place, one header at a time, straight into the dq_msg_t records; no tree
 //  of msgpack objects is built. Every read is still bounds-checked.
 
+//  The arena of a decoded message: chunks of growing size (big ones on huge
+//  pages, see dq_mem.h), all freed with the message.
+typedef struct s_chunk_s {
+    struct s_chunk_s *next;
+    size_t size, used;          //  bytes of data after this header
+} s_chunk_t;
+
+#define S_CHUNK_HEAD   ((sizeof (s_chunk_t) + 15) & ~(size_t) 15)
+#define S_CHUNK_MAX    (64u << 20)
+
 typedef struct {
-    msgpack_zone zone;          //  decoded records and copied strings
-    bool have_zone;
+    s_chunk_t *head;            //  the chunk allocations come from
+    size_t next;                //  size of the next chunk
+} s_arena_t;
+
+static void *
+s_arena_alloc (s_arena_t *a, size_t size, bool zero)
+{
+    size = (size + 7) & ~(size_t) 7;
+    s_chunk_t *c = a->head;
+    if (c && c->size - c->used >= size) {
+        void *p = (char *) c + S_CHUNK_HEAD + c->used;
+        c->used += size;
+        if (zero)
+            memset (p, 0, size);
+        return p;
+    }
+    //  A request over half a chunk gets a chunk of its own, behind the
+    //  current one, which stays in use for the small ones.
+    bool own = size > a->next / 2;
+    size_t want = own? size: a->next;
+    if (want > SIZE_MAX - S_CHUNK_HEAD)
+        return NULL;
+    c = dq_mem_malloc (S_CHUNK_HEAD + want);
+    if (!c)
+        return NULL;
+    c->size = want;
+    c->used = size;
+    if (own && a->head) {
+        c->next = a->head->next;
+        a->head->next = c;
+    }
+    else {
+        c->next = a->head;
+        a->head = c;
+        if (a->next < S_CHUNK_MAX)
+            a->next *= 2;
+    }
+    void *p = (char *) c + S_CHUNK_HEAD;
+    if (zero)
+        memset (p, 0, size);
+    return p;
+}
+
+static void
+s_arena_free (s_arena_t *a)
+{
+    while (a->head) {
+        s_chunk_t *next = a->head->next;
+        free (a->head);
+        a->head = next;
+    }
+}
+
+typedef struct {
+    s_arena_t arena;            //  decoded records and copied strings
     zmq_msg_t frame;            //  the body, when received from a socket
     bool have_frame;
     void *copy;                 //  the body, when decoded from a buffer
@@ -710,7 +775,7 @@ typedef struct {
 } s_val_t;
 
 typedef struct {
-    msgpack_zone *zone;
+    s_arena_t *arena;
     dq_err_t err;
     char *reason;
     const uint8_t *data;        //  the body
@@ -892,7 +957,7 @@ s_get_bool (s_dec_t *d, const s_val_t *o, const char *field, bool *out)
     return 0;
 }
 
-//  A NUL-terminated copy in the zone. Embedded NULs are refused.
+//  A NUL-terminated copy in the arena. Embedded NULs are refused.
 static int
 s_get_str (s_dec_t *d, const s_val_t *o, const char *field,
            size_t max, const char **out)
@@ -904,7 +969,7 @@ s_get_str (s_dec_t *d, const s_val_t *o, const char *field,
         return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' is too long", field);
     if (memchr (o->ptr, 0, len))
         return s_fail (d, DQ_ERR_INVALID, "field '%s' contains a NUL byte", field);
-    char *s = msgpack_zone_malloc (d->zone, len + 1);
+    char *s = s_arena_alloc (d->arena, len + 1, false);
     if (!s)
         return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
     memcpy (s, o->ptr, len);
@@ -950,10 +1015,9 @@ s_zalloc (s_dec_t *d, size_t n, size_t size)
 {
     if (n == 0)
         return NULL;
-    void *p = msgpack_zone_malloc (d->zone, n * size);
-    if (p)
-        memset (p, 0, n * size);
-    return p;
+    if (n > SIZE_MAX / size)
+        return NULL;
+    return s_arena_alloc (d->arena, n * size, true);
 }
 
 static int
@@ -1527,14 +1591,10 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
     }
     self->cmd = c;
     self->priv_ = priv;
-    //  One zone chunk sized from the body holds most messages whole.
+    //  The first chunk, sized from the body, holds most messages whole.
     size_t chunk = 512 + body_size / 2;
-    if (!msgpack_zone_init (&priv->zone, chunk > (1u << 20)? (1u << 20): chunk)) {
-        s_fail (&d, DQ_ERR_INTERNAL, "out of memory%s", "");
-        goto fail;
-    }
-    priv->have_zone = true;
-    d.zone = &priv->zone;
+    priv->arena.next = chunk > (1u << 20)? (1u << 20): chunk;
+    d.arena = &priv->arena;
     d.data = body;
     d.size = body_size;
     s_val_t root;
@@ -1604,8 +1664,7 @@ dq_msg_destroy (dq_msg_t **self_p)
     dq_msg_t *self = *self_p;
     s_priv_t *priv = self->priv_;
     if (priv) {
-        if (priv->have_zone)
-            msgpack_zone_destroy (&priv->zone);
+        s_arena_free (&priv->arena);
         if (priv->have_frame)
             zmq_msg_close (&priv->frame);
         free (priv->copy);
