@@ -33,6 +33,7 @@
 #include "dq_heap.h"
 #include "dq_idmap.h"
 #include "dq_log.h"
+#include "dq_mem.h"
 #include "dq_proto.h"
 #include "dq_rec.h"
 #include "dq_registry.h"
@@ -697,21 +698,24 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
         s_store_fail (self, "deleting an expired job");
     dq_dag_forget (self->dag, &job->node);
     dq_idmap_remove (self->jobs, job->node.id);
+    free (job->payload);
+    free (job->output);
+    free (job->error);
+    free (job->name);
+    free (job->content_type);
     dq_bdag_t *dag = job->dag;
+    if (!job->in_slab)
+        free (job);
+    //  A record in its DAG's slab goes with the DAG's last job.
     if (dag && --dag->alive == 0) {
         if (self->store && dq_store_delete_dag (self->store, dag->seq))
             s_store_fail (self, "deleting an expired DAG");
         dq_idmap_remove (self->dags, dag->seq);
         free (dag->name);
         free (dag->jobs);
+        free (dag->slab);
         free (dag);
     }
-    free (job->payload);
-    free (job->output);
-    free (job->error);
-    free (job->name);
-    free (job->content_type);
-    free (job);
 }
 
 //  ---------------------------------------------------------------------------
@@ -826,12 +830,16 @@ static void
 s_reply_submitted (dq_broker_t *self, const s_peer_t *peer, uint64_t req,
                    dq_bjob_t **jobs, uint32_t n, dq_bdag_t *dag)
 {
-    char (*ids) [DQ_ID_MAX] = malloc ((size_t) n * DQ_ID_MAX);
-    const char **idp = malloc ((size_t) n * sizeof (char *));
+    //  Ids packed one after the other: a few bytes each, not DQ_ID_MAX.
+    size_t room = strlen (self->broker_id) + 24;
+    char *ids = dq_mem_malloc ((size_t) n * room);
+    const char **idp = dq_mem_malloc ((size_t) n * sizeof (char *));
     assert (ids && idp);
+    char *at = ids;
     for (uint32_t i = 0; i < n; i++) {
-        s_job_id (self, jobs [i]->node.id, ids [i]);
-        idp [i] = ids [i];
+        s_job_id (self, jobs [i]->node.id, at);
+        idp [i] = at;
+        at += strlen (at) + 1;
     }
     char dag_id [DQ_ID_MAX];
     dq_msg_t reply;
@@ -879,12 +887,14 @@ s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     return true;
 }
 
+//  A new job record: in slab (zeroed, owned by a DAG) when given.
 static dq_bjob_t *
 s_job_new (dq_broker_t *self, uint64_t seq, dq_type_t *type,
-           const dq_jobspec_t *spec)
+           const dq_jobspec_t *spec, dq_bjob_t *slab)
 {
-    dq_bjob_t *job = calloc (1, sizeof *job);
+    dq_bjob_t *job = slab? slab: calloc (1, sizeof *job);
     assert (job);
+    job->in_slab = slab != NULL;
     job->node.id = seq;
     job->type = type;
     job->state = DQ_STATE_COUNT_;          //  none yet: s_set_state counts it
@@ -961,8 +971,8 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     }
     if (!s_room_or_reply (self, peer, msg, bytes))
         return;
-    uint32_t *order = malloc ((size_t) n * sizeof *order);
-    dq_bjob_t **jobs = calloc (n, sizeof *jobs);
+    uint32_t *order = dq_mem_malloc ((size_t) n * sizeof *order);
+    dq_bjob_t **jobs = dq_mem_calloc (n, sizeof *jobs);
     assert (order && jobs);
     //  Most submissions list parents before children already: keep their
     //  order then (ids, and so the store's B-trees, grow in order).
@@ -988,8 +998,11 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         dag->seq = self->next_seq++;
         dag->name = *msg->dag_name? strdup (msg->dag_name): NULL;
         dag->created_ms = self->now;
-        dag->jobs = malloc ((size_t) n * sizeof (uint64_t));
-        assert (dag->jobs);
+        dag->jobs = dq_mem_malloc ((size_t) n * sizeof (uint64_t));
+        //  Its job records in one array: one allocation instead of one per
+        //  job, and neighbours in memory as in the graph's numbering.
+        dag->slab = dq_mem_calloc (n, sizeof (dq_bjob_t));
+        assert (dag->jobs && dag->slab);
         dq_idmap_put (self->dags, dag->seq, dag);
         if (self->store) {
             dq_store_dag_t rec = { dag->seq, dag->name, msg->key, dag->created_ms };
@@ -998,41 +1011,62 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         }
     }
     //  Jobs whose own key is known are not created again.
+    uint32_t nnew = 0;
+    size_t nedges = 0;
     for (uint32_t i = 0; i < n; i++) {
         const dq_jobspec_t *j = &msg->jobs [i];
         s_key_t *jk = j->key? zhashx_lookup (self->keys, j->key): NULL;
         if (jk)
             jobs [i] = s_job (self, jk->first);
+        else {
+            nnew++;
+            nedges += j->ndeps;
+        }
     }
-    dq_dag_node_t **parents = NULL;
-    bool *rof = NULL;
+    //  The new jobs go to the tracker as one batch, their edges as one
+    //  array (node m's parents are eparents [efirst [m] .. efirst [m + 1])).
+    dq_dag_node_t **nodes = dq_mem_malloc ((size_t) nnew * sizeof *nodes);
+    size_t *efirst = dq_mem_malloc (((size_t) nnew + 1) * sizeof *efirst);
+    dq_dag_node_t **eparents = dq_mem_malloc (nedges * sizeof *eparents);
+    bool *erof = dq_mem_malloc (nedges);
     uint64_t *pseq = NULL;
     uint32_t pcap = 0;
+    assert (nodes && efirst && eparents && erof);
+    uint32_t m = 0;
+    size_t e = 0;
+    dq_type_t *type = NULL;
+    const char *type_name = NULL;
     for (uint32_t o = 0; o < n; o++) {
         uint32_t i = order [o];
         const dq_jobspec_t *j = &msg->jobs [i];
         if (jobs [i])
             continue;
-        dq_type_t *type = dq_sched_type (self->sched, j->type, true);
-        assert (type);
-        dq_bjob_t *job = s_job_new (self, first + i, type, j);
+        //  Jobs of a submission mostly share a type (and the codec gives
+        //  equal types one string): look it up when it changes.
+        if (!type || (j->type != type_name && strcmp (j->type, type->name) != 0)) {
+            type = dq_sched_type (self->sched, j->type, true);
+            assert (type);
+        }
+        type_name = j->type;
+        dq_bjob_t *job = s_job_new (self, first + i, type, j, dag? &dag->slab [i]: NULL);
         jobs [i] = job;
         job->dag = dag;
         if (dag)
             dag->alive++;
-        if (j->ndeps > pcap) {
+        if (self->store && j->ndeps > pcap) {
             pcap = j->ndeps;
-            parents = realloc (parents, pcap * sizeof *parents);
-            rof = realloc (rof, pcap * sizeof *rof);
             pseq = realloc (pseq, pcap * sizeof *pseq);
-            assert (parents && rof && pseq);
+            assert (pseq);
         }
+        efirst [m] = e;
+        nodes [m++] = &job->node;
         for (uint32_t k = 0; k < j->ndeps; k++) {
             const dq_dep_t *d = &j->deps [k];
             dq_bjob_t *p = d->idx >= 0? jobs [d->idx]: s_job_by_id (self, d->id);
-            parents [k] = &p->node;
-            rof [k] = d->run_on_failure;
-            pseq [k] = p->node.id;
+            eparents [e] = &p->node;
+            erof [e++] = d->run_on_failure;
+            if (pseq)
+                pseq [k] = p->node.id;
         }
         dq_idmap_put (self->jobs, job->node.id, job);
         self->unfinished++;
@@ -1047,7 +1081,8 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
                 .timeout_ms = job->timeout_ms, .run_at_ms = job->run_at_ms,
                 .created_ms = job->created_ms, .state = DQ_STATE_WAITING,
                 .dag = dag? dag->seq: 0,
-                .parents = pseq, .run_on_failure = rof, .nparents = j->ndeps };
+                .parents = pseq, .run_on_failure = erof + efirst [m - 1],
+                .nparents = j->ndeps };
             if (dq_store_put_job (self->store, &rec))
                 s_store_fail (self, "storing a job");
             if (j->key) {
@@ -1058,10 +1093,18 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         }
         if (j->key)
             s_key_add (self, j->key, job->node.id, 1, 0, self->now);
-        dq_dag_add (self->dag, &job->node, parents, rof, j->ndeps);
     }
-    free (parents);
-    free (rof);
+    efirst [m] = e;
+    //  Callbacks (roots ready, jobs skipped by a failed existing parent)
+    //  fire once every job is in.
+    if (dq_dag_add_batch (self->dag, nodes, m, efirst, eparents, erof)) {
+        dq_log_error ("out of memory adding %u jobs to the DAG tracker", m);
+        abort ();
+    }
+    free (nodes);
+    free (efirst);
+    free (eparents);
+    free (erof);
     free (pseq);
     //  The DAG lists its jobs in submission order (not the order they
     //  were created in, which puts parents first).
@@ -2053,7 +2096,7 @@ s_load_job (void *arg, const dq_store_job_t *r)
                           .content_type = r->content_type, .name = r->name,
                           .priority = r->priority, .attempts = r->max_attempts,
                           .timeout_ms = r->timeout_ms };
-    dq_bjob_t *job = s_job_new (self, r->id, type, &spec);
+    dq_bjob_t *job = s_job_new (self, r->id, type, &spec, NULL);
     job->created_ms = r->created_ms;
     job->started_ms = r->started_ms;
     job->run_at_ms = r->run_at_ms;
@@ -2511,14 +2554,14 @@ dq_broker_destroy (dq_broker_t **self_p)
         size_t cursor = 0;
         dq_bjob_t *job;
         while ((job = dq_idmap_next (self->jobs, &cursor, NULL))) {
-            free (job->node.parents);
-            free (job->node.children);
+            dq_dag_drop (&job->node);
             free (job->payload);
             free (job->output);
             free (job->error);
             free (job->name);
             free (job->content_type);
-            free (job);
+            if (!job->in_slab)
+                free (job);         //  else freed with its DAG, below
         }
         dq_idmap_destroy (&self->jobs);
     }
@@ -2528,6 +2571,7 @@ dq_broker_destroy (dq_broker_t **self_p)
         while ((dag = dq_idmap_next (self->dags, &cursor, NULL))) {
             free (dag->name);
             free (dag->jobs);
+            free (dag->slab);
             free (dag);
         }
         dq_idmap_destroy (&self->dags);

@@ -17,6 +17,7 @@
     number stored in the node, talk to sockets, disk or the clock.
 */
 #include "dq_dag.h"
+#include "dq_mem.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -29,6 +30,17 @@
 //  Work arrays larger than this (items) are freed once the tracker is idle,
 //  so one huge cascade does not pin memory.
 #define DQ_DAG_WORK_KEEP 4096
+
+//  node->flags. IN_BATCH and SEEN live only inside dq_dag_add_batch.
+#define S_IN_BATCH       1      //  a node of the batch being added
+#define S_SEEN           2      //  ... whose parents were checked already
+#define S_CHILDREN_LENT  4      //  children points into a shared block
+
+//  The allocation a batch's edges and child slots come from: this header,
+//  then the edges, then the child slots. Freed with its last node.
+typedef struct {
+    uint32_t refs;              //  nodes not forgotten yet
+} s_block_t;
 
 //  A queued callback: on_ready when cause is NULL, else on_skip.
 typedef struct {
@@ -115,10 +127,16 @@ s_child_append (dq_dag_node_t *parent, dq_dag_node_t *child, uint32_t *slot)
         uint32_t newcap = cap < DQ_DAG_CHILDREN_MIN
                         ? DQ_DAG_CHILDREN_MIN
                         : (cap > UINT32_MAX - cap / 2 ? UINT32_MAX : cap + cap / 2);
-        dq_dag_node_t **grown = realloc (parent->children,
-                                         (size_t) newcap * sizeof (*grown));
+        bool lent = parent->flags & S_CHILDREN_LENT;
+        //  Slots in a shared block cannot grow: move to an array of its own.
+        dq_dag_node_t **grown = lent? malloc ((size_t) newcap * sizeof (*grown))
+                                    : realloc (parent->children,
+                                               (size_t) newcap * sizeof (*grown));
         if (!grown)
             return -1;
+        if (lent && parent->nchildren)
+            memcpy (grown, parent->children, parent->nchildren * sizeof (*grown));
+        parent->flags &= (uint8_t) ~S_CHILDREN_LENT;
         parent->children = grown;
         parent->children_cap = newcap;
     }
@@ -132,6 +150,14 @@ s_child_append (dq_dag_node_t *parent, dq_dag_node_t *child, uint32_t *slot)
 static void
 s_children_shrink (dq_dag_node_t *node)
 {
+    if (node->flags & S_CHILDREN_LENT) {
+        if (node->nchildren == 0) {     //  the block keeps the slots
+            node->flags &= (uint8_t) ~S_CHILDREN_LENT;
+            node->children = NULL;
+            node->children_cap = 0;
+        }
+        return;
+    }
     if (node->nchildren == 0) {
         free (node->children);
         node->children = NULL;
@@ -435,10 +461,15 @@ s_hash (const char *str)
 static int
 s_check_names (const dq_jobspec_t *jobs, uint32_t n, s_msg_t *msg)
 {
+    uint32_t named = 0;
+    for (uint32_t i = 0; i < n; i++)
+        named += jobs [i].name != NULL;
+    if (named < 2)
+        return DQ_OK;           //  no table needed (big batches are often unnamed)
     size_t cap = 16;
-    while (cap < (size_t) n * 2)
+    while (cap < (size_t) named * 2)
         cap *= 2;
-    uint32_t *table = calloc (cap, sizeof (*table));
+    uint32_t *table = dq_mem_calloc (cap, sizeof (*table));
     if (!table) {
         s_msg_put (msg, "out of memory");
         return DQ_ERR_INTERNAL;
@@ -473,10 +504,18 @@ s_check_names (const dq_jobspec_t *jobs, uint32_t n, s_msg_t *msg)
 static int
 s_check_cycles (const dq_jobspec_t *jobs, uint32_t n, s_msg_t *msg)
 {
+    //  When every job depends only on earlier ones (the usual way to list
+    //  a DAG) there is no cycle to look for.
+    bool forward = true;
+    for (uint32_t i = 0; i < n && forward; i++)
+        for (uint32_t k = 0; k < jobs [i].ndeps && forward; k++)
+            forward = jobs [i].deps [k].idx < (int32_t) i;
+    if (forward)
+        return DQ_OK;
     enum { WHITE = 0, GREY, BLACK };
-    uint8_t *color = calloc (n, sizeof (*color));
-    uint32_t *stack = malloc ((size_t) n * sizeof (*stack));
-    uint32_t *next = calloc (n, sizeof (*next));   //  next dep to follow
+    uint8_t *color = dq_mem_calloc (n, sizeof (*color));
+    uint32_t *stack = dq_mem_malloc ((size_t) n * sizeof (*stack));
+    uint32_t *next = dq_mem_calloc (n, sizeof (*next));   //  next dep to follow
     int rc = DQ_OK;
     if (!color || !stack || !next) {
         s_msg_put (msg, "out of memory");
@@ -544,7 +583,7 @@ dq_dag_check (const dq_jobspec_t *jobs, uint32_t n, char *err, size_t err_size)
         s_msg_put (&msg, "no jobs given");
         return DQ_ERR_INVALID;
     }
-    uint32_t *seen = calloc (n, sizeof (*seen));
+    uint32_t *seen = dq_mem_calloc (n, sizeof (*seen));
     if (!seen) {
         s_msg_put (&msg, "out of memory");
         return DQ_ERR_INTERNAL;
@@ -560,6 +599,34 @@ dq_dag_check (const dq_jobspec_t *jobs, uint32_t n, char *err, size_t err_size)
 
 //  --- Graph changes ---------------------------------------------------------
 
+//  Queues on_ready or on_skip for a node just added, if it is due.
+static void
+s_settle_new (dq_dag_t *self, dq_dag_node_t *node)
+{
+    dq_dag_node_t *cause = NULL;
+    node->unresolved = 0;
+    for (uint32_t i = 0; i < node->nparents; i++) {
+        dq_dag_node_t *parent = node->parents [i].node;
+        if (!s_is_finished (parent))
+            node->unresolved++;
+        else
+        if (parent->phase != DQ_DAG_SUCCEEDED && !node->parents [i].run_on_failure
+        &&  !cause)
+            cause = s_cause_of (parent);
+    }
+    node->phase = DQ_DAG_PENDING;
+    if (cause) {
+        node->phase = DQ_DAG_SKIPPED;
+        node->skipped_by = cause;
+        s_queue_push (self, node, cause);
+    }
+    else
+    if (node->unresolved == 0) {
+        node->phase = DQ_DAG_RELEASED;
+        s_queue_push (self, node, NULL);
+    }
+}
+
 int
 dq_dag_add (dq_dag_t *self, dq_dag_node_t *node,
             dq_dag_node_t *const *parents, const bool *run_on_failure,
@@ -568,7 +635,8 @@ dq_dag_add (dq_dag_t *self, dq_dag_node_t *node,
     if (!self || !node || (nparents > 0 && !parents))
         return -1;
     //  A zeroed node has no arrays; an added one with edges does.
-    if (node->parents || node->children || node->nchildren || node->phase)
+    if (node->parents || node->children || node->nchildren || node->phase
+    ||  node->block)
         return -1;
     for (uint32_t i = 0; i < nparents; i++)
         if (!parents [i] || parents [i] == node)
@@ -595,29 +663,146 @@ dq_dag_add (dq_dag_t *self, dq_dag_node_t *node,
     }
     node->parents = edges;
     node->nparents = nparents;
-    node->unresolved = 0;
     node->skipped_by = NULL;
+    s_settle_new (self, node);
+    s_fire (self);
+    return 0;
+}
 
-    dq_dag_node_t *cause = NULL;
-    for (uint32_t i = 0; i < nparents; i++) {
-        dq_dag_node_t *parent = parents [i];
-        if (!s_is_finished (parent))
-            node->unresolved++;
+//  Undoes a batch that failed part way: pops the children appended to
+//  parents outside it (edges [0 .. nedges) of the first nodes, in reverse,
+//  as each was the last child of its parent when appended), clears flags.
+static void
+s_batch_undo (dq_dag_node_t *const *nodes, uint32_t n, const size_t *first,
+              dq_dag_node_t *const *parents, size_t nedges)
+{
+    for (size_t e = nedges; e-- > 0; ) {
+        dq_dag_node_t *parent = parents [e];
+        if (!(parent->flags & S_IN_BATCH)) {
+            parent->nchildren--;
+            s_children_shrink (parent);
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        dq_dag_node_t *node = nodes [i];
+        node->flags = 0;
+        node->parents = NULL;
+        node->nparents = 0;
+        node->children = NULL;
+        node->nchildren = 0;
+        node->children_cap = 0;
+        node->block = NULL;
+    }
+    (void) first;
+}
+
+int
+dq_dag_add_batch (dq_dag_t *self, dq_dag_node_t *const *nodes, uint32_t n,
+                  const size_t *first, dq_dag_node_t *const *parents,
+                  const bool *rof)
+{
+    if (!self || (n > 0 && (!nodes || !first)))
+        return -1;
+    if (n == 0)
+        return 0;
+    size_t nedges = first [n];
+    if (nedges > 0 && !parents)
+        return -1;
+    //  Every node fresh and once in the batch.
+    uint32_t marked = 0;
+    int rc = 0;
+    while (marked < n) {
+        dq_dag_node_t *node = nodes [marked];
+        if (!node || node->parents || node->children || node->nchildren
+        ||  node->phase || node->block || node->flags
+        ||  first [marked] > first [marked + 1]
+        ||  first [marked + 1] - first [marked] > UINT32_MAX) {
+            rc = -1;
+            break;
+        }
+        node->flags = S_IN_BATCH;
+        marked++;
+    }
+    //  Parents: given, not the child, in the batch only if earlier. Count
+    //  each batch node's children in the batch (in children_cap, for now).
+    size_t nslots = 0;
+    for (uint32_t i = 0; i < n && rc == 0; i++) {
+        dq_dag_node_t *node = nodes [i];
+        for (size_t e = first [i]; e < first [i + 1] && rc == 0; e++) {
+            dq_dag_node_t *parent = parents [e];
+            if (!parent || parent == node
+            ||  ((parent->flags & S_IN_BATCH) && !(parent->flags & S_SEEN)))
+                rc = -1;
+            else
+            if ((parent->flags & S_IN_BATCH) && parent->children_cap == UINT32_MAX)
+                rc = -1;
+            else
+            if (parent->flags & S_IN_BATCH) {
+                parent->children_cap++;
+                nslots++;
+            }
+        }
+        node->flags |= S_SEEN;
+    }
+    s_block_t *block = NULL;
+    if (rc == 0) {
+        size_t head = (sizeof (s_block_t) + 15) & ~(size_t) 15;
+        if (nedges > (SIZE_MAX - head) / 2 / sizeof (dq_dag_edge_t)
+        ||  nslots > (SIZE_MAX - head) / 2 / sizeof (dq_dag_node_t *))
+            rc = -1;
         else
-        if (parent->phase != DQ_DAG_SUCCEEDED && !edges [i].run_on_failure
-        &&  !cause)
-            cause = s_cause_of (parent);
+            block = dq_mem_malloc (head + nedges * sizeof (dq_dag_edge_t)
+                                        + nslots * sizeof (dq_dag_node_t *));
+        if (!block)
+            rc = -1;
     }
-    node->phase = DQ_DAG_PENDING;
-    if (cause) {
-        node->phase = DQ_DAG_SKIPPED;
-        node->skipped_by = cause;
-        s_queue_push (self, node, cause);
+    if (rc) {
+        for (uint32_t i = 0; i < marked; i++) {
+            nodes [i]->flags = 0;
+            nodes [i]->children_cap = 0;
+        }
+        return -1;
     }
-    else
-    if (node->unresolved == 0) {
-        node->phase = DQ_DAG_RELEASED;
-        s_queue_push (self, node, NULL);
+    block->refs = n;
+    dq_dag_edge_t *edges = (dq_dag_edge_t *)
+        ((char *) block + ((sizeof (s_block_t) + 15) & ~(size_t) 15));
+    dq_dag_node_t **slots = (dq_dag_node_t **) (edges + nedges);
+    //  Child slots: each batch node gets exactly what the batch gives it.
+    for (uint32_t i = 0; i < n; i++) {
+        dq_dag_node_t *node = nodes [i];
+        node->block = block;
+        if (node->children_cap) {
+            node->children = slots;
+            node->flags |= S_CHILDREN_LENT;
+            slots += node->children_cap;
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        dq_dag_node_t *node = nodes [i];
+        node->parents = edges + first [i];
+        node->nparents = (uint32_t) (first [i + 1] - first [i]);
+        for (size_t e = first [i]; e < first [i + 1]; e++) {
+            dq_dag_node_t *parent = parents [e];
+            dq_dag_edge_t *edge = &edges [e];
+            edge->node = parent;
+            edge->run_on_failure = rof && rof [e];
+            if (parent->flags & S_IN_BATCH) {
+                edge->slot = parent->nchildren;
+                parent->children [parent->nchildren++] = node;
+            }
+            else
+            if (s_child_append (parent, node, &edge->slot)) {
+                s_batch_undo (nodes, n, first, parents, e);
+                free (block);
+                return -1;
+            }
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        dq_dag_node_t *node = nodes [i];
+        node->flags &= (uint8_t) ~(S_IN_BATCH | S_SEEN);
+        node->skipped_by = NULL;
+        s_settle_new (self, node);
     }
     s_fire (self);
     return 0;
@@ -753,8 +938,23 @@ dq_dag_forget (dq_dag_t *self, dq_dag_node_t *node)
                 break;
             }
     }
-    free (node->parents);
-    free (node->children);
+    dq_dag_drop (node);
+}
+
+void
+dq_dag_drop (dq_dag_node_t *node)
+{
+    if (!node)
+        return;
+    if (!node->block)
+        free (node->parents);
+    if (!(node->flags & S_CHILDREN_LENT))
+        free (node->children);
+    s_block_t *block = node->block;
+    if (block && --block->refs == 0)
+        free (block);
+    node->block = NULL;
+    node->flags = 0;
     node->parents = NULL;
     node->children = NULL;
     node->nparents = 0;

@@ -38,6 +38,7 @@ typedef enum {
 struct dq_dag_node_s {
     uint64_t id;             //  the job's id (for messages and tests)
     uint8_t phase;           //  dq_dag_phase_t
+    uint8_t flags;           //  tracker-private
     uint32_t nparents;
     uint32_t unresolved;     //  parents not finished yet
     dq_dag_edge_t *parents;  //  owned by the tracker, in depends_on order
@@ -45,6 +46,8 @@ struct dq_dag_node_s {
     uint32_t nchildren, children_cap;
     dq_dag_node_t *skipped_by;  //  the finished ancestor that caused a skip;
                                 //  NULL again once that ancestor is forgotten
+    void *block;             //  tracker-private: the shared edge block of a
+                             //  node added by dq_dag_add_batch, or NULL
 };
 
 typedef struct {
@@ -98,6 +101,23 @@ int
                 dq_dag_node_t *const *parents, const bool *run_on_failure,
                 uint32_t nparents);
 
+//  Add n new nodes at once, as dq_dag_add would one by one in that order,
+//  for a submission: the parent edges of all of them and the child slots
+//  they get from each other come from one allocation (freed when the last
+//  of them is forgotten), placed in one pass without growing any array.
+//  nodes are zeroed by the caller (ids set), distinct, and in topological
+//  order: a parent in the batch comes before its children. The parents of
+//  nodes [i] are parents [first [i] .. first [i + 1]), in depends_on
+//  order, with run_on_failure alike (rof may be NULL: all false); parents
+//  outside the batch must be added already. Callbacks for nodes that are
+//  ready or skipped at once fire after the whole batch is in. Returns 0,
+//  or -1 (a bad argument as for dq_dag_add, a parent in the batch that
+//  comes after its child, out of memory): then nothing changed.
+int
+    dq_dag_add_batch (dq_dag_t *self, dq_dag_node_t *const *nodes, uint32_t n,
+                      const size_t *first, dq_dag_node_t *const *parents,
+                      const bool *rof);
+
 //  Order a checked batch so every job comes after its local parents: fills
 //  order[0..n-1] with indexes (Kahn's algorithm, ties by index). Returns 0,
 //  or -1 if there is a cycle, a bad index or no memory.
@@ -125,6 +145,11 @@ int
 //  children), plus the nodes whose skipped_by is cleared. NULL-safe.
 void
     dq_dag_forget (dq_dag_t *self, dq_dag_node_t *node);
+
+//  Teardown: free node's edge arrays without touching any other node (all
+//  of them are going: drop each). NULL-safe.
+void
+    dq_dag_drop (dq_dag_node_t *node);
 
 //  True when some child of node has not finished (so its output is still
 //  needed and it must not be forgotten yet).

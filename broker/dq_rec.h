@@ -49,6 +49,7 @@ struct dq_bjob_s {
     int32_t priority;
     uint16_t attempts, max_attempts;
     uint8_t state, where;
+    bool in_slab;            //  the record is part of its DAG's slab
 };
 
 //  A worker's membership in one type's worker heap.
@@ -97,6 +98,8 @@ struct dq_bdag_s {
     uint64_t created_ms, finished_ms;
     uint64_t *jobs;          //  job sequences, in submission order
     uint32_t njobs;
+    dq_bjob_t *slab;         //  the records of the jobs it created, in one
+                             //  array: freed with the DAG, after its jobs
     uint32_t alive;          //  jobs not yet deleted by retention
     uint32_t counts [DQ_STATE_COUNT_];     //  jobs per state
 };

@@ -28,6 +28,7 @@
     It does not own values, lock, or allocate per entry.
 */
 #include "dq_idmap.h"
+#include "dq_mem.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -141,7 +142,7 @@ s_rebuild (dq_idmap_t *self, size_t capacity)
     if (tail > SIZE_MAX / sizeof (s_slot_t) - capacity)
         return -1;
     size_t length = capacity + tail;
-    s_slot_t *slots = calloc (length, sizeof (s_slot_t));
+    s_slot_t *slots = dq_mem_calloc (length, sizeof (s_slot_t));
     if (!slots)
         return -1;
 

@@ -6,11 +6,15 @@
     Decoding never trusts its input. Before msgpack-c sees a body, s_walk
     checks its structure without allocating: nesting depth, and that every
     declared length fits in the bytes that remain, so a frame that declares
-    an array of four billion elements costs nothing. Then msgpack-c unpacks
-    into a zone (strings and binaries point into the body, which the message
-    keeps), and the map is read field by field with type and size checks.
+    an array of four billion elements costs nothing. Then a pull reader
+    (s_next) walks the body once, straight into the message's records,
+    with type and size checks per field: no tree of msgpack objects is
+    built, so a SUBMIT of a million jobs costs its records and little more.
+    Records and copied strings live in one arena; binaries point into the
+    body, which the message keeps.
 */
 #include "dq_proto.h"
+#include "dq_mem.h"
 
 #include <errno.h>
 #include <msgpack.h>
@@ -468,6 +472,7 @@ s_buf_write (void *data, const char *buf, size_t len)
         char *p = realloc (b->data, alloc);
         if (!p)
             return -1;
+        dq_mem_advise (p + b->size, alloc - b->size);
         b->data = p;
         b->alloc = alloc;
     }
@@ -676,20 +681,108 @@ s_walk (const uint8_t *d, size_t size, size_t *pos, int depth, uint64_t *budget)
 
 //  ---------------------------------------------------------------------------
 //  Decoding
+//
+//  A pull reader over the body that s_walk has checked: values are read in
+//  place, one header at a time, straight into the dq_msg_t records; no tree
+//  of msgpack objects is built. Every read is still bounds-checked.
+
+//  The arena of a decoded message: chunks of growing size (big ones on huge
+//  pages, see dq_mem.h), all freed with the message.
+typedef struct s_chunk_s {
+    struct s_chunk_s *next;
+    size_t size, used;          //  bytes of data after this header
+} s_chunk_t;
+
+#define S_CHUNK_HEAD   ((sizeof (s_chunk_t) + 15) & ~(size_t) 15)
+#define S_CHUNK_MAX    (64u << 20)
 
 typedef struct {
-    msgpack_zone zone;          //  decoded objects and copied strings
-    bool have_zone;
-    msgpack_object root;
+    s_chunk_t *head;            //  the chunk allocations come from
+    size_t next;                //  size of the next chunk
+} s_arena_t;
+
+static void *
+s_arena_alloc (s_arena_t *a, size_t size, bool zero)
+{
+    size = (size + 7) & ~(size_t) 7;
+    s_chunk_t *c = a->head;
+    if (c && c->size - c->used >= size) {
+        void *p = (char *) c + S_CHUNK_HEAD + c->used;
+        c->used += size;
+        if (zero)
+            memset (p, 0, size);
+        return p;
+    }
+    //  A request over half a chunk gets a chunk of its own, behind the
+    //  current one, which stays in use for the small ones.
+    bool own = size > a->next / 2;
+    size_t want = own? size: a->next;
+    if (want > SIZE_MAX - S_CHUNK_HEAD)
+        return NULL;
+    c = dq_mem_malloc (S_CHUNK_HEAD + want);
+    if (!c)
+        return NULL;
+    c->size = want;
+    c->used = size;
+    if (own && a->head) {
+        c->next = a->head->next;
+        a->head->next = c;
+    }
+    else {
+        c->next = a->head;
+        a->head = c;
+        if (a->next < S_CHUNK_MAX)
+            a->next *= 2;
+    }
+    void *p = (char *) c + S_CHUNK_HEAD;
+    if (zero)
+        memset (p, 0, size);
+    return p;
+}
+
+static void
+s_arena_free (s_arena_t *a)
+{
+    while (a->head) {
+        s_chunk_t *next = a->head->next;
+        free (a->head);
+        a->head = next;
+    }
+}
+
+typedef struct {
+    s_arena_t arena;            //  decoded records and copied strings
     zmq_msg_t frame;            //  the body, when received from a socket
     bool have_frame;
     void *copy;                 //  the body, when decoded from a buffer
 } s_priv_t;
 
+//  What a value is, as msgpack-c would type it: non-negative integers are
+//  S_UINT whatever their encoding, negative ones S_INT.
+typedef enum {
+    S_NIL, S_BOOL, S_UINT, S_INT, S_FLOAT, S_STR, S_BIN, S_ARRAY, S_MAP, S_EXT
+} s_kind_t;
+
+//  One value's header. Scalars, strings, binaries and extensions are read
+//  whole; for arrays and maps only the header is, and n counts their
+//  elements (maps: pairs), which follow.
 typedef struct {
-    msgpack_zone *zone;
+    s_kind_t kind;
+    bool b;
+    uint64_t u;                 //  S_UINT
+    int64_t i;                  //  S_INT
+    const uint8_t *ptr;         //  S_STR S_BIN S_EXT
+    uint32_t n;                 //  bytes (S_STR S_BIN S_EXT), elements
+} s_val_t;
+
+typedef struct {
+    s_arena_t *arena;
     dq_err_t err;
     char *reason;
+    const uint8_t *data;        //  the body
+    size_t size, pos;
+    const char *type;           //  the last job type decoded, to share it
+    uint32_t type_len;
 } s_dec_t;
 
 static int
@@ -703,27 +796,138 @@ s_fail (s_dec_t *d, dq_err_t err, const char *fmt, const char *field)
     return -1;
 }
 
+static int
+s_truncated (s_dec_t *d)
+{
+    return s_fail (d, DQ_ERR_INVALID, "body is not valid msgpack%s", "");
+}
+
+//  Read the header of the value at d->pos into v (see s_val_t).
+static int
+s_next (s_dec_t *d, s_val_t *v)
+{
+    if (d->pos >= d->size)
+        return s_truncated (d);
+    const uint8_t *p = d->data + d->pos;
+    size_t left = d->size - d->pos - 1;
+    uint8_t b = *p++;
+    d->pos++;
+    size_t len = 0, skip = 0;   //  length bytes, then body bytes
+    v->n = 0;
+    if (b <= 0x7f) { v->kind = S_UINT; v->u = b; return 0; }
+    if (b >= 0xe0) { v->kind = S_INT; v->i = (int8_t) b; return 0; }
+    if ((b & 0xf0) == 0x80) { v->kind = S_MAP; v->n = b & 0x0f; return 0; }
+    if ((b & 0xf0) == 0x90) { v->kind = S_ARRAY; v->n = b & 0x0f; return 0; }
+    if ((b & 0xe0) == 0xa0) { v->kind = S_STR; skip = b & 0x1f; goto body; }
+    switch (b) {
+        case 0xc0: v->kind = S_NIL; return 0;
+        case 0xc2: v->kind = S_BOOL; v->b = false; return 0;
+        case 0xc3: v->kind = S_BOOL; v->b = true; return 0;
+        case 0xc4: v->kind = S_BIN; len = 1; break;
+        case 0xc5: v->kind = S_BIN; len = 2; break;
+        case 0xc6: v->kind = S_BIN; len = 4; break;
+        case 0xd9: v->kind = S_STR; len = 1; break;
+        case 0xda: v->kind = S_STR; len = 2; break;
+        case 0xdb: v->kind = S_STR; len = 4; break;
+        case 0xc7: v->kind = S_EXT; len = 1; skip = 1; break;
+        case 0xc8: v->kind = S_EXT; len = 2; skip = 1; break;
+        case 0xc9: v->kind = S_EXT; len = 4; skip = 1; break;
+        case 0xd4: v->kind = S_EXT; skip = 2; goto body;
+        case 0xd5: v->kind = S_EXT; skip = 3; goto body;
+        case 0xd6: v->kind = S_EXT; skip = 5; goto body;
+        case 0xd7: v->kind = S_EXT; skip = 9; goto body;
+        case 0xd8: v->kind = S_EXT; skip = 17; goto body;
+        case 0xca: v->kind = S_FLOAT; skip = 4; goto body;
+        case 0xcb: v->kind = S_FLOAT; skip = 8; goto body;
+        case 0xcc: case 0xcd: case 0xce: case 0xcf: {
+            int n = 1 << (b - 0xcc);
+            if ((size_t) n > left)
+                return s_truncated (d);
+            v->kind = S_UINT;
+            v->u = s_be (p, n);
+            d->pos += (size_t) n;
+            return 0;
+        }
+        case 0xd0: case 0xd1: case 0xd2: case 0xd3: {
+            int n = 1 << (b - 0xd0);
+            if ((size_t) n > left)
+                return s_truncated (d);
+            uint64_t raw = s_be (p, n);
+            int64_t x = n == 1? (int8_t) raw: n == 2? (int16_t) raw:
+                        n == 4? (int32_t) raw: (int64_t) raw;
+            d->pos += (size_t) n;
+            if (x >= 0) { v->kind = S_UINT; v->u = (uint64_t) x; }
+            else        { v->kind = S_INT; v->i = x; }
+            return 0;
+        }
+        case 0xdc: case 0xdd: case 0xde: case 0xdf: {
+            int n = (b & 1)? 4: 2;
+            if ((size_t) n > left)
+                return s_truncated (d);
+            v->kind = b < 0xde? S_ARRAY: S_MAP;
+            uint64_t count = s_be (p, n);
+            if (count > UINT32_MAX)
+                return s_truncated (d);
+            v->n = (uint32_t) count;
+            d->pos += (size_t) n;
+            return 0;
+        }
+        default:
+            return s_truncated (d);       //  0xc1: never used
+    }
+    //  A length of len bytes, then (ext) a type byte, then the bytes.
+    if (len > left)
+        return s_truncated (d);
+    skip += s_be (p, (int) len);
+    p += len;
+    left -= len;
+    d->pos += len;
+body:
+    if (skip > left || skip - (v->kind == S_EXT && len? 1: 0) > UINT32_MAX)
+        return s_truncated (d);
+    v->ptr = p;
+    v->n = (uint32_t) (skip - (v->kind == S_EXT && len? 1: 0));
+    d->pos += skip;
+    return 0;
+}
+
+//  Step over the rest of v: the elements of an array or map (nothing for
+//  other kinds, read whole by s_next). Depth is bounded by s_walk.
+static int
+s_skip (s_dec_t *d, const s_val_t *v)
+{
+    if (v->kind != S_ARRAY && v->kind != S_MAP)
+        return 0;
+    uint64_t n = v->kind == S_MAP? (uint64_t) v->n * 2: v->n;
+    for (uint64_t i = 0; i < n; i++) {
+        s_val_t e;
+        if (s_next (d, &e) || s_skip (d, &e))
+            return -1;
+    }
+    return 0;
+}
+
 static bool
-s_keyis (const msgpack_object *k, const char *name)
+s_keyis (const s_val_t *k, const char *name)
 {
     size_t len = strlen (name);
-    return k->via.str.size == len && memcmp (k->via.str.ptr, name, len) == 0;
+    return k->n == len && memcmp (k->ptr, name, len) == 0;
 }
 
 static int
-s_get_u64 (s_dec_t *d, const msgpack_object *o, const char *field,
+s_get_u64 (s_dec_t *d, const s_val_t *o, const char *field,
            uint64_t max, uint64_t *out)
 {
-    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    if (o->kind != S_UINT)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a non-negative integer", field);
-    if (o->via.u64 > max)
+    if (o->u > max)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' is out of range", field);
-    *out = o->via.u64;
+    *out = o->u;
     return 0;
 }
 
 static int
-s_get_u32 (s_dec_t *d, const msgpack_object *o, const char *field, uint32_t *out)
+s_get_u32 (s_dec_t *d, const s_val_t *o, const char *field, uint32_t *out)
 {
     uint64_t v;
     if (s_get_u64 (d, o, field, UINT32_MAX, &v))
@@ -733,64 +937,75 @@ s_get_u32 (s_dec_t *d, const msgpack_object *o, const char *field, uint32_t *out
 }
 
 static int
-s_get_i32 (s_dec_t *d, const msgpack_object *o, const char *field, int32_t *out)
+s_get_i32 (s_dec_t *d, const s_val_t *o, const char *field, int32_t *out)
 {
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER && o->via.u64 <= INT32_MAX)
-        *out = (int32_t) o->via.u64;
+    if (o->kind == S_UINT && o->u <= INT32_MAX)
+        *out = (int32_t) o->u;
     else
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER && o->via.i64 >= INT32_MIN)
-        *out = (int32_t) o->via.i64;
+    if (o->kind == S_INT && o->i >= INT32_MIN)
+        *out = (int32_t) o->i;
     else
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a 32-bit integer", field);
     return 0;
 }
 
 static int
-s_get_bool (s_dec_t *d, const msgpack_object *o, const char *field, bool *out)
+s_get_bool (s_dec_t *d, const s_val_t *o, const char *field, bool *out)
 {
-    if (o->type != MSGPACK_OBJECT_BOOLEAN)
+    if (o->kind != S_BOOL)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a boolean", field);
-    *out = o->via.boolean;
+    *out = o->b;
     return 0;
 }
 
-//  A NUL-terminated copy in the zone. Embedded NULs are refused.
+//  A NUL-terminated copy in the arena. Embedded NULs are refused.
 static int
-s_get_str (s_dec_t *d, const msgpack_object *o, const char *field,
+s_get_str (s_dec_t *d, const s_val_t *o, const char *field,
            size_t max, const char **out)
 {
-    if (o->type != MSGPACK_OBJECT_STR)
+    if (o->kind != S_STR)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be a string", field);
-    size_t len = o->via.str.size;
+    size_t len = o->n;
     if (len > max)
         return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' is too long", field);
-    if (memchr (o->via.str.ptr, 0, len))
+    if (memchr (o->ptr, 0, len))
         return s_fail (d, DQ_ERR_INVALID, "field '%s' contains a NUL byte", field);
-    char *s = msgpack_zone_malloc (d->zone, len + 1);
+    char *s = s_arena_alloc (d->arena, len + 1, false);
     if (!s)
         return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
-    memcpy (s, o->via.str.ptr, len);
+    memcpy (s, o->ptr, len);
     s [len] = 0;
     *out = s;
     return 0;
 }
 
+//  A job's type: jobs of one submission mostly share a few types, so a
+//  type equal to the previous one shares its copy (and consumers can
+//  compare pointers before strings).
+static int
+s_get_type (s_dec_t *d, const s_val_t *o, const char **out)
+{
+    if (o->kind == S_STR && d->type && o->n == d->type_len
+    &&  memcmp (o->ptr, d->type, o->n) == 0) {
+        *out = d->type;
+        return 0;
+    }
+    if (s_get_str (d, o, "type", DQ_PROTO_TYPE_MAX, out))
+        return -1;
+    d->type = *out;
+    d->type_len = o->n;
+    return 0;
+}
+
 //  Bytes: BIN (or STR, for peers whose msgpack library has no bin type).
 static int
-s_get_bin (s_dec_t *d, const msgpack_object *o, const char *field,
+s_get_bin (s_dec_t *d, const s_val_t *o, const char *field,
            const void **out, size_t *size)
 {
-    if (o->type == MSGPACK_OBJECT_BIN) {
-        *out = o->via.bin.ptr;
-        *size = o->via.bin.size;
-    }
-    else
-    if (o->type == MSGPACK_OBJECT_STR) {
-        *out = o->via.str.ptr;
-        *size = o->via.str.size;
-    }
-    else
+    if (o->kind != S_BIN && o->kind != S_STR)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be binary", field);
+    *out = o->ptr;
+    *size = o->n;
     if (*size > DQ_PROTO_PAYLOAD_MAX)
         return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' is over the size limit", field);
     return 0;
@@ -801,26 +1016,25 @@ s_zalloc (s_dec_t *d, size_t n, size_t size)
 {
     if (n == 0)
         return NULL;
-    void *p = msgpack_zone_malloc (d->zone, n * size);
-    if (p)
-        memset (p, 0, n * size);
-    return p;
+    if (n > SIZE_MAX / size)
+        return NULL;
+    return s_arena_alloc (d->arena, n * size, true);
 }
 
 static int
-s_get_array (s_dec_t *d, const msgpack_object *o, const char *field,
+s_get_array (s_dec_t *d, const s_val_t *o, const char *field,
              uint32_t max, uint32_t *n)
 {
-    if (o->type != MSGPACK_OBJECT_ARRAY)
+    if (o->kind != S_ARRAY)
         return s_fail (d, DQ_ERR_INVALID, "field '%s' must be an array", field);
-    if (o->via.array.size > max)
+    if (o->n > max)
         return s_fail (d, DQ_ERR_TOO_BIG, "field '%s' has too many elements", field);
-    *n = o->via.array.size;
+    *n = o->n;
     return 0;
 }
 
 static int
-s_get_strs (s_dec_t *d, const msgpack_object *o, const char *field,
+s_get_strs (s_dec_t *d, const s_val_t *o, const char *field,
             uint32_t max, size_t strmax, const char ***out, uint32_t *n)
 {
     if (s_get_array (d, o, field, max, n))
@@ -828,9 +1042,11 @@ s_get_strs (s_dec_t *d, const msgpack_object *o, const char *field,
     const char **v = s_zalloc (d, *n, sizeof (char *));
     if (*n && !v)
         return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
-    for (uint32_t i = 0; i < *n; i++)
-        if (s_get_str (d, &o->via.array.ptr [i], field, strmax, &v [i]))
+    for (uint32_t i = 0; i < *n; i++) {
+        s_val_t e;
+        if (s_next (d, &e) || s_get_str (d, &e, field, strmax, &v [i]))
             return -1;
+    }
     *out = v;
     return 0;
 }
@@ -851,28 +1067,30 @@ s_type_ok (const char *t)
     return true;
 }
 
-//  Iterate a map value: for each entry call fn(d, key, value, out).
-typedef int (s_field_fn) (s_dec_t *d, const msgpack_object *k,
-                          const msgpack_object *v, void *out);
+//  Read a map value: for each entry call fn(d, key, value, out). fn reads
+//  the whole value (s_skip for keys it does not know).
+typedef int (s_field_fn) (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out);
 
 static int
-s_read_map (s_dec_t *d, const msgpack_object *o, const char *what,
+s_read_map (s_dec_t *d, const s_val_t *o, const char *what,
             s_field_fn *fn, void *out)
 {
-    if (o->type != MSGPACK_OBJECT_MAP)
+    if (o->kind != S_MAP)
         return s_fail (d, DQ_ERR_INVALID, "%s must be a map", what);
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-        const msgpack_object *k = &o->via.map.ptr [i].key;
-        if (k->type != MSGPACK_OBJECT_STR)
+    for (uint32_t i = 0; i < o->n; i++) {
+        s_val_t k, v;
+        if (s_next (d, &k))
+            return -1;
+        if (k.kind != S_STR)
             return s_fail (d, DQ_ERR_INVALID, "%s has a non-string key", what);
-        if (fn (d, k, &o->via.map.ptr [i].val, out))
+        if (s_next (d, &v) || fn (d, &k, &v, out))
             return -1;
     }
     return 0;
 }
 
 static int
-s_read_records (s_dec_t *d, const msgpack_object *o, const char *field,
+s_read_records (s_dec_t *d, const s_val_t *o, const char *field,
                 uint32_t max, size_t size, s_field_fn *fn,
                 void **out, uint32_t *n)
 {
@@ -881,9 +1099,11 @@ s_read_records (s_dec_t *d, const msgpack_object *o, const char *field,
     char *v = s_zalloc (d, *n, size);
     if (*n && !v)
         return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", field);
-    for (uint32_t i = 0; i < *n; i++)
-        if (s_read_map (d, &o->via.array.ptr [i], field, fn, v + i * size))
+    for (uint32_t i = 0; i < *n; i++) {
+        s_val_t e;
+        if (s_next (d, &e) || s_read_map (d, &e, field, fn, v + i * size))
             return -1;
+    }
     *out = v;
     return 0;
 }
@@ -894,7 +1114,7 @@ s_read_records (s_dec_t *d, const msgpack_object *o, const char *field,
 #define S_DEP_IDX_ABSENT (-2)
 
 static int
-s_dep_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_dep_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_dep_t *dep = out;
     if (KEY ("idx")) {
@@ -906,14 +1126,14 @@ s_dep_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
     }
     if (KEY ("id"))             return s_get_str (d, v, "id", 256, &dep->id);
     if (KEY ("run_on_failure")) return s_get_bool (d, v, "run_on_failure", &dep->run_on_failure);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_jobspec_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_jobspec_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_jobspec_t *j = out;
-    if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &j->type);
+    if (KEY ("type"))         return s_get_type (d, v, &j->type);
     if (KEY ("payload"))      return s_get_bin (d, v, "payload", &j->payload, &j->payload_size);
     if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &j->content_type);
     if (KEY ("name"))         return s_get_str (d, v, "name", 256, &j->name);
@@ -933,7 +1153,8 @@ s_jobspec_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, v
             return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "deps");
         for (uint32_t i = 0; i < n; i++) {
             deps [i].idx = S_DEP_IDX_ABSENT;
-            if (s_read_map (d, &v->via.array.ptr [i], "deps", s_dep_field, &deps [i]))
+            s_val_t e;
+            if (s_next (d, &e) || s_read_map (d, &e, "deps", s_dep_field, &deps [i]))
                 return -1;
             bool local = deps [i].idx >= 0;
             if (local == (deps [i].id != NULL))
@@ -946,21 +1167,21 @@ s_jobspec_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, v
         j->ndeps = n;
         return 0;
     }
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_parent_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_parent_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_parent_t *p = out;
     if (KEY ("id"))     return s_get_str (d, v, "id", 256, &p->id);
     if (KEY ("name"))   return s_get_str (d, v, "name", 256, &p->name);
     if (KEY ("output")) return s_get_bin (d, v, "output", &p->output, &p->output_size);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_task_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_task_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_task_rec_t *t = out;
     if (KEY ("id"))           return s_get_str (d, v, "id", 256, &t->id);
@@ -972,11 +1193,11 @@ s_task_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void
     if (KEY ("parents"))
         return s_read_records (d, v, "parents", DQ_PROTO_DEPS_MAX, sizeof (dq_parent_t),
                                s_parent_field, (void **) &t->parents, &t->nparents);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_result_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_result_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_result_rec_t *r = out;
     if (KEY ("id"))           return s_get_str (d, v, "id", 256, &r->id);
@@ -985,11 +1206,11 @@ s_result_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, vo
     if (KEY ("output"))       return s_get_bin (d, v, "output", &r->output, &r->output_size);
     if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &r->error);
     if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &r->content_type);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_state_field (s_dec_t *d, const msgpack_object *v, int *out)
+s_state_field (s_dec_t *d, const s_val_t *v, int *out)
 {
     uint64_t s;
     if (s_get_u64 (d, v, "state", DQ_STATE_COUNT_ - 1, &s))
@@ -999,7 +1220,7 @@ s_state_field (s_dec_t *d, const msgpack_object *v, int *out)
 }
 
 static int
-s_jobinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_jobinfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_jobinfo_t *j = out;
     if (KEY ("id"))           return s_get_str (d, v, "id", 256, &j->id);
@@ -1041,18 +1262,20 @@ s_jobinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, v
         int *states = s_zalloc (d, n, sizeof (int));
         if (n && !states)
             return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "parent_states");
-        for (uint32_t i = 0; i < n; i++)
-            if (s_state_field (d, &v->via.array.ptr [i], &states [i]))
+        for (uint32_t i = 0; i < n; i++) {
+            s_val_t e;
+            if (s_next (d, &e) || s_state_field (d, &e, &states [i]))
                 return -1;
+        }
         j->parent_states = states;
         j->nparents = n;
         return 0;
     }
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_typestat_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_typestat_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_typestat_t *t = out;
     if (KEY ("type"))      return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &t->type);
@@ -1064,11 +1287,11 @@ s_typestat_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, 
     if (KEY ("cancelled")) return s_get_u64 (d, v, "cancelled", UINT64_MAX, &t->cancelled);
     if (KEY ("skipped"))   return s_get_u64 (d, v, "skipped", UINT64_MAX, &t->skipped);
     if (KEY ("workers"))   return s_get_u32 (d, v, "workers", &t->workers);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_workerinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_workerinfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_workerinfo_t *w = out;
     if (KEY ("id"))           return s_get_str (d, v, "id", 256, &w->id);
@@ -1082,11 +1305,11 @@ s_workerinfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v
     if (KEY ("types"))
         return s_get_strs (d, v, "types", DQ_PROTO_TYPES_MAX, DQ_PROTO_TYPE_MAX,
                            &w->types, &w->ntypes);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_daginfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_daginfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_daginfo_t *g = out;
     if (KEY ("id"))          return s_get_str (d, v, "id", 256, &g->id);
@@ -1102,11 +1325,11 @@ s_daginfo_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, v
     if (KEY ("skipped"))     return s_get_u32 (d, v, "skipped", &g->skipped);
     if (KEY ("created_ms"))  return s_get_u64 (d, v, "created_ms", UINT64_MAX, &g->created_ms);
     if (KEY ("finished_ms")) return s_get_u64 (d, v, "finished_ms", UINT64_MAX, &g->finished_ms);
-    return 0;
+    return s_skip (d, v);
 }
 
 static int
-s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void *out)
+s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_msg_t *m = out;
     if (KEY ("rid"))          return s_get_u64 (d, v, "rid", UINT64_MAX, &m->rid);
@@ -1192,14 +1415,16 @@ s_msg_field (s_dec_t *d, const msgpack_object *k, const msgpack_object *v, void 
         uint64_t *h = s_zalloc (d, n, sizeof (uint64_t));
         if (n && !h)
             return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "dispatch_hist");
-        for (uint32_t i = 0; i < n; i++)
-            if (s_get_u64 (d, &v->via.array.ptr [i], "dispatch_hist", UINT64_MAX, &h [i]))
+        for (uint32_t i = 0; i < n; i++) {
+            s_val_t e;
+            if (s_next (d, &e) || s_get_u64 (d, &e, "dispatch_hist", UINT64_MAX, &h [i]))
                 return -1;
+        }
         m->dispatch_hist = h;
         m->ndispatch_hist = n;
         return 0;
     }
-    return 0;
+    return s_skip (d, v);
 }
 
 //  Per-command checks of required fields, after the map was read.
@@ -1213,15 +1438,21 @@ s_check (s_dec_t *d, dq_msg_t *m)
             for (uint32_t i = 0; i < m->njobs; i++) {
                 dq_jobspec_t *j = &m->jobs [i];
                 char which [16];        //  "job <i>" names the culprit
-                snprintf (which, sizeof which, "%u", i);
-                if (!j->type || !s_type_ok (j->type))
+                //  Jobs that share a type share its string: check it once.
+                bool type_ok = j->type && ((i > 0 && j->type == m->jobs [i - 1].type)
+                                           || s_type_ok (j->type));
+                if (!type_ok) {
+                    snprintf (which, sizeof which, "%u", i);
                     return s_fail (d, DQ_ERR_INVALID,
                                    "job %s needs a 'type' of 1-128 characters from "
                                    "[A-Za-z0-9_.:-]", which);
+                }
                 for (uint32_t k = 0; k < j->ndeps; k++)
-                    if (j->deps [k].idx >= 0 && (uint32_t) j->deps [k].idx >= m->njobs)
+                    if (j->deps [k].idx >= 0 && (uint32_t) j->deps [k].idx >= m->njobs) {
+                        snprintf (which, sizeof which, "%u", i);
                         return s_fail (d, DQ_ERR_INVALID,
                                        "job %s: dependency 'idx' out of range", which);
+                    }
             }
             return 0;
         case DQ_CMD_STATUS:
@@ -1320,7 +1551,7 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
 {
     if (req_rid)
         *req_rid = 0;
-    s_dec_t d = { NULL, DQ_OK, reason };
+    s_dec_t d = { .err = DQ_OK, .reason = reason };
     dq_msg_t *self = NULL;
     if (reason)
         reason [0] = 0;
@@ -1362,21 +1593,16 @@ s_decode (const void *sig, size_t sig_size, const void *cmd, size_t cmd_size,
     }
     self->cmd = c;
     self->priv_ = priv;
-    //  One zone chunk sized from the body holds most messages whole.
+    //  The first chunk, sized from the body, holds most messages whole.
     size_t chunk = 512 + body_size / 2;
-    if (!msgpack_zone_init (&priv->zone, chunk > (1u << 20)? (1u << 20): chunk)) {
-        s_fail (&d, DQ_ERR_INTERNAL, "out of memory%s", "");
+    priv->arena.next = chunk > (1u << 20)? (1u << 20): chunk;
+    d.arena = &priv->arena;
+    d.data = body;
+    d.size = body_size;
+    s_val_t root;
+    if (s_next (&d, &root))
         goto fail;
-    }
-    priv->have_zone = true;
-    size_t off = 0;
-    if (msgpack_unpack (body, body_size, &off, &priv->zone, &priv->root)
-            != MSGPACK_UNPACK_SUCCESS) {
-        s_fail (&d, DQ_ERR_INVALID, "body is not valid msgpack%s", "");
-        goto fail;
-    }
-    d.zone = &priv->zone;
-    if (s_read_map (&d, &priv->root, "body", s_msg_field, self)
+    if (s_read_map (&d, &root, "body", s_msg_field, self)
     ||  s_check (&d, self))
         goto fail;
     *err = DQ_OK;
@@ -1440,8 +1666,7 @@ dq_msg_destroy (dq_msg_t **self_p)
     dq_msg_t *self = *self_p;
     s_priv_t *priv = self->priv_;
     if (priv) {
-        if (priv->have_zone)
-            msgpack_zone_destroy (&priv->zone);
+        s_arena_free (&priv->arena);
         if (priv->have_frame)
             zmq_msg_close (&priv->frame);
         free (priv->copy);
@@ -1620,12 +1845,10 @@ dq_event_decode (const void *topic, size_t topic_size,
     if (body_size > DQ_PROTO_BODY_MAX || s_walk (body, body_size, &pos, 0, &budget)
     ||  pos != body_size)
         return -1;
-    msgpack_unpacked unp;
-    msgpack_unpacked_init (&unp);
-    size_t off = 0;
+    s_dec_t d = { .data = body, .size = body_size };
+    s_val_t map;
     int rc = -1;
-    if (msgpack_unpack_next (&unp, body, body_size, &off) != MSGPACK_UNPACK_SUCCESS
-    ||  unp.data.type != MSGPACK_OBJECT_MAP)
+    if (s_next (&d, &map) || map.kind != S_MAP)
         goto done;
     //  Strings are copied into one buffer the caller frees.
     char *buf = malloc (body_size + 8);
@@ -1633,32 +1856,34 @@ dq_event_decode (const void *topic, size_t topic_size,
         goto done;
     *strbuf = buf;
     char *p = buf;
-    const msgpack_object_map *map = &unp.data.via.map;
-    for (uint32_t i = 0; i < map->size; i++) {
-        const msgpack_object *k = &map->ptr [i].key, *v = &map->ptr [i].val;
-        if (k->type != MSGPACK_OBJECT_STR)
+    for (uint32_t i = 0; i < map.n; i++) {
+        s_val_t key, val;
+        const s_val_t *k = &key, *v = &val;
+        if (s_next (&d, &key) || key.kind != S_STR || s_next (&d, &val))
             goto done;
-        if (v->type == MSGPACK_OBJECT_STR) {
+        if (v->kind == S_STR) {
             const char **dst = KEY ("kind")? &ev->kind: KEY ("id")? &ev->id:
                                KEY ("type")? &ev->type: KEY ("dag_id")? &ev->dag_id: NULL;
             if (dst) {
-                memcpy (p, v->via.str.ptr, v->via.str.size);
-                p [v->via.str.size] = 0;
+                memcpy (p, v->ptr, v->n);
+                p [v->n] = 0;
                 *dst = p;
-                p += v->via.str.size + 1;
+                p += v->n + 1;
             }
         }
         else
-        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
-            if (KEY ("state") && v->via.u64 < DQ_STATE_COUNT_) ev->state = (int) v->via.u64;
-            if (KEY ("attempt")) ev->attempt = (uint32_t) v->via.u64;
-            if (KEY ("at_ms")) ev->at_ms = v->via.u64;
-            if (KEY ("latency_us")) ev->latency_us = v->via.u64;
+        if (v->kind == S_UINT) {
+            if (KEY ("state") && v->u < DQ_STATE_COUNT_) ev->state = (int) v->u;
+            if (KEY ("attempt")) ev->attempt = (uint32_t) v->u;
+            if (KEY ("at_ms")) ev->at_ms = v->u;
+            if (KEY ("latency_us")) ev->latency_us = v->u;
         }
+        else
+        if (s_skip (&d, v))
+            goto done;
     }
     rc = (ev->kind && ev->id)? 0: -1;
 done:
-    msgpack_unpacked_destroy (&unp);
     if (rc) {
         //  On failure the caller gets nothing to free.
         free (*strbuf);

@@ -4,8 +4,9 @@
     deps, duplicate names) and Kahn ordering; the tracker's release and skip
     rules on small hand-built graphs (existing finished parents, failure
     policy with run_on_failure, cancel before release, exactly once,
-    forget, callbacks that call back in); a property test over 1,000 random
-    DAGs run in random order with injected failures and cancels, checked
+    forget, callbacks that call back in); batches added at once; a property
+    test over 1,000 random DAGs (nodes added one by one and in batches) run
+    in random order with injected failures and cancels, checked
     against an independent model; and million-node chains and fans to show
     cascades do not recurse. Random data comes from a seeded generator, so
     runs are reproducible.
@@ -746,6 +747,89 @@ test_dag_add_rejects_bad_input (void **state)
 }
 
 static void
+test_dag_add_batch (void **state)
+{
+    fx_t *fx = *state;
+    //  0 exists and failed; the batch is 1, 2 (on 1), 3 (on 0 and 2), 4
+    //  (on 0, run_on_failure, and on 1 twice).
+    assert_int_equal (s_add (fx, 0, ""), 0);
+    assert_int_equal (s_finish (fx, 0, DQ_STATE_FAILED), 0);
+    assert_log (fx, "r0");
+    dq_dag_node_t *nodes [4] = { &fx->node [1], &fx->node [2], &fx->node [3], &fx->node [4] };
+    dq_dag_node_t *parents [6] = { &fx->node [1], &fx->node [0], &fx->node [2],
+                                   &fx->node [0], &fx->node [1], &fx->node [1] };
+    bool rof [6] = { false, false, false, true, false, false };
+    size_t first [5] = { 0, 0, 1, 3, 6 };
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 4, first, parents, rof), 0);
+    //  Callbacks once the whole batch is in, in batch order.
+    assert_log (fx, "r1 s3/0");
+    assert_int_equal (fx->node [1].nchildren, 3);
+    assert_int_equal (fx->node [0].nchildren, 2);
+    assert_int_equal (fx->node [4].unresolved, 2);
+    s_check_fx_slots (fx);
+    //  A later child of a batch node moves its children to an array of
+    //  its own.
+    assert_int_equal (s_add (fx, 5, "1 4"), 0);
+    assert_int_equal (fx->node [1].nchildren, 4);
+    s_check_fx_slots (fx);
+    assert_int_equal (s_finish (fx, 1, DQ_STATE_SUCCEEDED), 0);
+    assert_log (fx, "r2 r4");
+    assert_int_equal (s_finish (fx, 4, DQ_STATE_SUCCEEDED), 0);
+    assert_log (fx, "r5");
+    //  Forgetting batch nodes in any order keeps the rest consistent.
+    dq_dag_forget (fx->dag, &fx->node [2]);
+    dq_dag_forget (fx->dag, &fx->node [1]);
+    s_check_fx_slots (fx);
+    assert_null (fx->node [5].parents [0].node);
+    assert_ptr_equal (fx->node [5].parents [1].node, &fx->node [4]);
+}
+
+static void
+test_dag_add_batch_rejects_bad_input (void **state)
+{
+    fx_t *fx = *state;
+    assert_int_equal (s_add (fx, 0, ""), 0);
+    assert_log (fx, "r0");
+    dq_dag_node_t *nodes [2] = { &fx->node [1], &fx->node [2] };
+    //  A parent in the batch after its child.
+    dq_dag_node_t *parents [2] = { &fx->node [0], &fx->node [2] };
+    size_t first [3] = { 0, 2, 2 };
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, first, parents, NULL), -1);
+    //  A node depending on itself, a NULL parent, a node twice, a node
+    //  added already.
+    parents [1] = &fx->node [1];
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, first, parents, NULL), -1);
+    parents [1] = NULL;
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, first, parents, NULL), -1);
+    size_t none [3] = { 0, 0, 0 };
+    nodes [1] = &fx->node [1];
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, none, parents, NULL), -1);
+    nodes [1] = &fx->node [0];
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, none, parents, NULL), -1);
+    assert_int_equal (dq_dag_add_batch (NULL, nodes, 2, none, parents, NULL), -1);
+    //  Nothing changed.
+    assert_int_equal (fx->node [0].nchildren, 0);
+    assert_int_equal (fx->node [0].phase, DQ_DAG_RELEASED);
+    for (int i = 1; i <= 2; i++) {
+        assert_null (fx->node [i].parents);
+        assert_null (fx->node [i].children);
+        assert_null (fx->node [i].block);
+        assert_int_equal (fx->node [i].flags, 0);
+        assert_int_equal (fx->node [i].children_cap, 0);
+    }
+    assert_log (fx, "");
+    //  An empty batch is fine; then a good one.
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 0, none, NULL, NULL), 0);
+    nodes [1] = &fx->node [2];
+    parents [0] = &fx->node [0];
+    parents [1] = &fx->node [1];
+    size_t chain [3] = { 0, 1, 2 };
+    assert_int_equal (dq_dag_add_batch (fx->dag, nodes, 2, chain, parents, NULL), 0);
+    assert_log (fx, "");
+    s_check_fx_slots (fx);
+}
+
+static void
 test_dag_duplicate_parents (void **state)
 {
     fx_t *fx = *state;
@@ -1014,6 +1098,28 @@ s_model_add (model_t *m, uint32_t v)
                                   m->rof + m->first [v], np), 0);
 }
 
+//  Adds nodes v .. v + count - 1 with one dq_dag_add_batch.
+static void
+s_model_add_batch (model_t *m, uint32_t v, uint32_t count)
+{
+    dq_dag_node_t *nodes [16], *parents [16 * 6];
+    size_t first [17];
+    bool rof [16 * 6];
+    size_t e = 0;
+    assert_true (count <= 16);
+    for (uint32_t i = 0; i < count; i++) {
+        first [i] = e;
+        nodes [i] = &m->nodes [v + i];
+        nodes [i]->id = v + i;
+        for (uint32_t k = m->first [v + i]; k < m->first [v + i + 1]; k++) {
+            parents [e] = &m->nodes [m->par [k]];
+            rof [e++] = m->rof [k];
+        }
+    }
+    first [count] = e;
+    assert_int_equal (dq_dag_add_batch (m->dag, nodes, count, first, parents, rof), 0);
+}
+
 //  The simulation decided v's fate: record it first (callbacks look), then
 //  tell the tracker.
 static void
@@ -1079,7 +1185,17 @@ s_property_run (uint64_t *rng, uint32_t n)
     while (next < n || m.nrunnable > 0) {
         uint32_t roll = s_below (rng, 100);
         if (next < n && (m.nrunnable == 0 || roll < 30)) {
-            s_model_add (&m, next++);
+            //  One by one, or a batch of up to 16 (parents in it or before).
+            if (s_below (rng, 2)) {
+                s_model_add (&m, next++);
+            }
+            else {
+                uint32_t count = 1 + s_below (rng, 16);
+                if (count > n - next)
+                    count = n - next;
+                s_model_add_batch (&m, next, count);
+                next += count;
+            }
         }
         else
         if (roll < 35 && next > 0) {
@@ -1465,6 +1581,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_dag_finish_exactly_once, setup, teardown),
         cmocka_unit_test_setup_teardown (test_dag_finish_as_skipped, setup, teardown),
         cmocka_unit_test_setup_teardown (test_dag_add_rejects_bad_input, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_dag_add_batch, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_dag_add_batch_rejects_bad_input, setup, teardown),
         cmocka_unit_test_setup_teardown (test_dag_duplicate_parents, setup, teardown),
         cmocka_unit_test_setup_teardown (test_dag_forget, setup, teardown),
         cmocka_unit_test_setup_teardown (test_dag_forget_clears_skip_causes, setup, teardown),

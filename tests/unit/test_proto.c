@@ -2431,6 +2431,72 @@ test_proto_batches (void **state)
     free (body);
 }
 
+//  The pull reader types integers by value, whatever their encoding (as
+//  msgpack-c did), steps over unknown keys whatever they hold, and gives
+//  jobs of one SUBMIT with equal types one shared string.
+static void
+test_proto_reader_encodings (void **state)
+{
+    (void) state;
+    pack_t p;
+    s_pack_init (&p);
+    msgpack_packer *pk = &p.pk;
+    msgpack_pack_map (pk, 3);
+    s_pk_str (pk, "rid");
+    msgpack_pack_fix_int8 (pk, 5);              //  signed format, positive value
+    s_pk_str (pk, "x-future");                  //  unknown, nested
+    msgpack_pack_map (pk, 2);
+    s_pk_str (pk, "a");
+    msgpack_pack_array (pk, 3);
+    msgpack_pack_nil (pk);
+    msgpack_pack_double (pk, 2.5);
+    msgpack_pack_map (pk, 1);
+    s_pk_str (pk, "jobs");                      //  a known name, nested: ignored
+    msgpack_pack_array (pk, 0);
+    s_pk_str (pk, "b");
+    msgpack_pack_ext (pk, 3, 1);
+    msgpack_pack_ext_body (pk, "xyz", 3);
+    s_pk_str (pk, "jobs");
+    msgpack_pack_array (pk, 3);
+    msgpack_pack_map (pk, 4);
+    s_pk_str (pk, "type");
+    s_pk_str (pk, "resize");
+    s_pk_str (pk, "priority");
+    msgpack_pack_fix_int16 (pk, -300);
+    s_pk_str (pk, "attempts");
+    msgpack_pack_fix_int32 (pk, 7);
+    s_pk_str (pk, "unknown");
+    msgpack_pack_array (pk, 2);
+    msgpack_pack_map (pk, 0);
+    msgpack_pack_fix_uint64 (pk, 9);
+    msgpack_pack_map (pk, 2);
+    s_pk_str (pk, "type");
+    s_pk_str (pk, "resize");
+    s_pk_str (pk, "deps");
+    msgpack_pack_array (pk, 1);
+    msgpack_pack_map (pk, 1);
+    s_pk_str (pk, "idx");
+    msgpack_pack_fix_uint16 (pk, 0);
+    msgpack_pack_map (pk, 1);
+    s_pk_str (pk, "type");
+    s_pk_str (pk, "upload");
+    dq_msg_t *m = s_expect_ok (DQ_CMD_SUBMIT, p.sb.data, p.sb.size);
+    assert_int_equal (m->rid, 5);
+    assert_int_equal (m->njobs, 3);
+    assert_int_equal (m->jobs [0].priority, -300);
+    assert_int_equal (m->jobs [0].attempts, 7);
+    assert_string_equal (m->jobs [0].type, "resize");
+    assert_ptr_equal (m->jobs [1].type, m->jobs [0].type);
+    assert_string_equal (m->jobs [2].type, "upload");
+    assert_int_equal (m->jobs [1].ndeps, 1);
+    assert_int_equal (m->jobs [1].deps [0].idx, 0);
+    dq_msg_destroy (&m);
+    //  Cut anywhere, the same body is refused, never read past its end.
+    for (size_t cut = 0; cut < p.sb.size; cut++)
+        s_expect_fail (DQ_CMD_SUBMIT, p.sb.data, cut, DQ_ERR_INVALID);
+    s_pack_fini (&p);
+}
+
 int
 main (void)
 {
@@ -2464,6 +2530,7 @@ main (void)
         cmocka_unit_test (test_proto_socket_bad_frames),
         cmocka_unit_test (test_proto_batches),
         cmocka_unit_test (test_proto_dag_summary),
+        cmocka_unit_test (test_proto_reader_encodings),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }
