@@ -156,7 +156,11 @@ static const char *s_sql [S_COUNT_] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?",
-    [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+    //  An existing key is updated in place (its index entry is not touched:
+    //  next_seq is written in most commits)
+    [S_META_SET] =
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
     //  A plain INSERT: ids are never reused, so no old row or edges to replace
     [S_JOB_PUT] =
         "INSERT INTO jobs (id, type, payload, content_type, name, key, priority,"
