@@ -1529,6 +1529,16 @@ s_record_result (dq_broker_t *self, dq_bworker_t *w, const dq_result_rec_t *r)
         //  Another worker holds a later lease on it: it can stop.
         s_abandon (self, job, "finished elsewhere");
     }
+    if (job->state != DQ_STATE_RUNNING && !job->started_ms) {
+        //  It ran before a restart (dispatches are not stored): the
+        //  worker's attempt counts, and the time the broker learns of it
+        //  stands in for the start it did not record.
+        if (r->attempt > job->attempts && r->attempt <= job->max_attempts)
+            job->attempts = (uint16_t) r->attempt;
+        if (!job->attempts)
+            job->attempts = 1;
+        job->started_ms = self->now;
+    }
     if (!r->ok)
         s_attempt_failed (self, job, r->error? r->error: "failed", true);
     else
