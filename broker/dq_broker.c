@@ -600,11 +600,20 @@ s_terminal (dq_broker_t *self, dq_bjob_t *job, int state,
                               job->payload_size: self->unfinished_bytes;
     free (job->payload);
     job->payload = NULL;
-    if (self->store
-    &&  dq_store_set_finished (self->store, job->node.id, state, job->attempts,
-                               job->finished_ms, output, output_size, job->error,
-                               skipped_by))
-        s_store_fail (self, "recording a finished job");
+    if (self->store) {
+        char wid [16];
+        if (job->last_worker)
+            snprintf (wid, sizeof wid, "w%u", job->last_worker);
+        dq_store_end_t end = {
+            .id = job->node.id, .state = state, .attempts = job->attempts,
+            .started_ms = job->started_ms, .finished_ms = job->finished_ms,
+            .worker = job->last_worker? wid: NULL,
+            .output = output, .output_size = output_size,
+            .error = job->error, .skipped_by = skipped_by
+        };
+        if (dq_store_set_finished (self->store, &end))
+            s_store_fail (self, "recording a finished job");
+    }
     s_set_state (self, job, state);
     char id [DQ_ID_MAX], dag_id [DQ_ID_MAX];
     s_job_id (self, job->node.id, id);
@@ -1549,6 +1558,10 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
             job->last_worker = w->num;
             if (!job->attempts)
                 job->attempts = 1;
+            //  Dispatches are not stored: after a restart its start time
+            //  is not known, the time the broker learns of it is a bound
+            if (!job->started_ms)
+                job->started_ms = self->now;
             if (job->timeout_ms)
                 s_timer_add (self, job, self->now + job->timeout_ms);
         }
@@ -1594,6 +1607,16 @@ s_record_result (dq_broker_t *self, dq_bworker_t *w, const dq_result_rec_t *r)
     if (job->worker && job->worker != w) {
         //  Another worker holds a later lease on it: it can stop.
         s_abandon (self, job, "finished elsewhere");
+    }
+    if (job->state != DQ_STATE_RUNNING && !job->started_ms) {
+        //  It ran before a restart (dispatches are not stored): the
+        //  worker's attempt counts, and the time the broker learns of it
+        //  stands in for the start it did not record.
+        if (r->attempt > job->attempts && r->attempt <= job->max_attempts)
+            job->attempts = (uint16_t) r->attempt;
+        if (!job->attempts)
+            job->attempts = 1;
+        job->started_ms = self->now;
     }
     if (!r->ok)
         s_attempt_failed (self, job, r->error? r->error: "failed", true);
@@ -1814,12 +1837,8 @@ s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
     s_set_state (self, job, DQ_STATE_RUNNING);
     if (job->timeout_ms)
         s_timer_add (self, job, self->now + job->timeout_ms);
-    char wid [16];
-    snprintf (wid, sizeof wid, "w%u", w->num);
-    if (self->store
-    &&  dq_store_set_started (self->store, job->node.id, job->attempts,
-                              job->started_ms, wid))
-        s_store_fail (self, "recording a dispatch");
+    //  Not stored: a job running when the broker stops is queued again
+    //  (docs/operations.md), its attempt counted from the last retry.
     //  The JOB message is built once the turn's dispatching is done, so a
     //  worker given several jobs gets them in one message.
     if (w->npending == w->pending_cap) {
@@ -2323,6 +2342,11 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
             *exit_code = DQ_BROKER_EXIT_STORE;
             goto fail;
         }
+        if (dq_store_upgraded_from (self->store))
+            dq_log_info ("store - %s upgraded from format version %d to %d",
+                         dq_store_path (self->store),
+                         dq_store_upgraded_from (self->store),
+                         DQ_STORE_FORMAT_VERSION);
         char *id = dq_store_meta_get (self->store, "broker_id");
         if (id && cfg->broker_id && strcmp (id, cfg->broker_id)) {
             snprintf (err, err_size, "data dir %s belongs to broker '%s', not '%s'",

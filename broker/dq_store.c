@@ -11,13 +11,13 @@
         <dir>/LOCK           flock(LOCK_EX) held while a broker has the store
                              open; holds that broker's pid, for messages
 
-    Store format version 1 (DQ_STORE_FORMAT_VERSION):
+    Store format version 2 (DQ_STORE_FORMAT_VERSION):
 
         CREATE TABLE meta (
             key   TEXT PRIMARY KEY,
-            value TEXT                  -- app='dagq', format_version='1',
+            value TEXT                  -- app='dagq', format_version='2',
         );                              -- and the broker's own keys
-        CREATE TABLE jobs (
+        CREATE TABLE jobs (             -- a job as submitted, written once
             id           INTEGER PRIMARY KEY,  -- job sequence number
             type         TEXT NOT NULL,
             payload      BLOB,          -- NULL = none, X'' = empty
@@ -26,19 +26,23 @@
             key          TEXT,          -- idempotency key, NULL = none
             priority     INTEGER NOT NULL,
             max_attempts INTEGER NOT NULL,
-            attempts     INTEGER NOT NULL,  -- attempts started
             timeout_ms   INTEGER NOT NULL,  -- 0 = no timeout
-            run_at_ms    INTEGER NOT NULL,  -- not before; 0 = now
             created_ms   INTEGER NOT NULL,
-            started_ms   INTEGER NOT NULL,  -- last dispatch, 0 = never
-            finished_ms  INTEGER NOT NULL,  -- 0 = not finished
-            state        INTEGER NOT NULL,  -- dq_state_t: 0 waiting, 1 queued,
-                                            -- 2 running, 3 succeeded, 4 failed,
-                                            -- 5 cancelled, 6 skipped
-            output       BLOB,          -- NULL = none, X'' = empty
-            error        TEXT,          -- last error, NULL = none
-            worker       TEXT,          -- last worker, NULL = none
             dag          INTEGER NOT NULL,  -- dags.id, 0 = none
+            attempts     INTEGER NOT NULL,  -- counted at the last retry
+            run_at_ms    INTEGER NOT NULL,  -- not before; 0 = now
+            error        TEXT           -- error of the last retry, NULL = none
+        );                              -- (these three change at a retry)
+        CREATE TABLE outcomes (         -- a finished job's end, written once
+            id           INTEGER PRIMARY KEY,  -- jobs.id
+            state        INTEGER NOT NULL,  -- dq_state_t: 3 succeeded,
+                                            -- 4 failed, 5 cancelled, 6 skipped
+            attempts     INTEGER NOT NULL,  -- attempts it took
+            started_ms   INTEGER NOT NULL,  -- last attempt, 0 = never ran
+            finished_ms  INTEGER NOT NULL,
+            worker       TEXT,          -- last worker, NULL = none
+            output       BLOB,          -- NULL = none, X'' = empty
+            error        TEXT,          -- NULL = none
             skipped_by   INTEGER NOT NULL   -- jobs.id that caused a skip, 0 = none
         );
         CREATE TABLE edges (            -- a job's parents
@@ -63,20 +67,31 @@
         );
         CREATE INDEX keys_created ON keys (created_ms);
 
+    A job is finished if and only if it has an outcomes row. Its lifetime
+    costs one insert into jobs (and edges), one into outcomes, and the
+    deletes of retention; a dispatch writes nothing (the broker does not
+    persist "queued" or "running": an unfinished job loads as waiting).
+
+    Version 1 kept everything in one jobs row that each dispatch and the
+    end updated in place. Opening a version 1 store upgrades it in one
+    transaction (s_upgrade_v1): rows of finished jobs (state >= 3) get an
+    outcomes row, every job keeps its attempts, run_at_ms and error.
+
     Unsigned 64-bit values are stored as SQLite's signed INTEGER (bit for
     bit); job and DAG ids must be <= INT64_MAX so that ORDER BY id is their
     numeric order.
 
     Open refuses, without writing to it, a file that is not SQLite, a SQLite
     database of another program (no meta table but other tables, or meta.app
-    other than 'dagq'), a format version other than 1, or a database that
+    other than 'dagq'), a format version other than 1 or 2, or a database that
     fails PRAGMA quick_check. The checks run on a read-only connection, so a
     refused file is never modified.
 
     Changing the format: bump DQ_STORE_FORMAT_VERSION and this comment, add
     an upgrade step from the previous version in s_schema_create (run inside
     the schema transaction, keyed on the stored format_version), and keep
-    accepting the old version in s_validate. Never reuse a version number.
+    accepting the old version in s_validate (DQ_STORE_FORMAT_OLDEST). Never
+    reuse a version number.
 */
 
 #include "dq_store.h"
@@ -102,6 +117,7 @@
 #define DQ_STORE_DIR_MODE 0750
 #define DQ_STORE_LOCK_MODE 0640
 #define DQ_STORE_APP "dagq"
+#define DQ_STORE_FORMAT_OLDEST 1    //  the oldest version open upgrades
 //  Tuning: 32 MiB page cache, a checkpoint every ~16 MiB of WAL (4 KiB
 //  pages), the WAL truncated back to 64 MiB after a checkpoint, and up to
 //  5 s of waiting on a lock held by a reader (e.g. an operator's shell).
@@ -120,14 +136,14 @@ typedef enum {
     S_META_GET,
     S_META_SET,
     S_JOB_PUT,
-    S_EDGES_DELETE,
     S_EDGE_PUT,
     S_DAG_PUT,
     S_KEY_PUT,
-    S_JOB_STARTED,
     S_JOB_RETRY,
-    S_JOB_FINISHED,
+    S_OUTCOME_PUT,
     S_JOB_DELETE,
+    S_OUTCOME_DELETE,
+    S_EDGES_DELETE,
     S_DAG_DELETE,
     S_KEYS_EXPIRE,
     S_JOB_OUTPUT,
@@ -140,13 +156,16 @@ static const char *s_sql [S_COUNT_] = {
     [S_COMMIT] = "COMMIT",
     [S_ROLLBACK] = "ROLLBACK",
     [S_META_GET] = "SELECT value FROM meta WHERE key = ?",
-    [S_META_SET] = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+    //  An existing key is updated in place (its index entry is not touched:
+    //  next_seq is written in most commits)
+    [S_META_SET] =
+        "INSERT INTO meta (key, value) VALUES (?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+    //  A plain INSERT: ids are never reused, so no old row or edges to replace
     [S_JOB_PUT] =
-        "INSERT OR REPLACE INTO jobs (id, type, payload, content_type, name, key,"
-        " priority, max_attempts, attempts, timeout_ms, run_at_ms, created_ms,"
-        " started_ms, finished_ms, state, output, error, worker, dag, skipped_by)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    [S_EDGES_DELETE] = "DELETE FROM edges WHERE child = ?",
+        "INSERT INTO jobs (id, type, payload, content_type, name, key, priority,"
+        " max_attempts, timeout_ms, created_ms, dag, attempts, run_at_ms, error)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [S_EDGE_PUT] =
         "INSERT INTO edges (child, pos, parent, run_on_failure) VALUES (?, ?, ?, ?)",
     [S_DAG_PUT] =
@@ -154,23 +173,24 @@ static const char *s_sql [S_COUNT_] = {
     [S_KEY_PUT] =
         "INSERT OR REPLACE INTO keys (key, first, count, dag, created_ms)"
         " VALUES (?, ?, ?, ?, ?)",
-    [S_JOB_STARTED] =
-        "UPDATE jobs SET state = ?, attempts = ?, started_ms = ?, worker = ?"
-        " WHERE id = ?",
     [S_JOB_RETRY] =
-        "UPDATE jobs SET state = ?, attempts = ?, run_at_ms = ?, error = ?"
-        " WHERE id = ?",
-    [S_JOB_FINISHED] =
-        "UPDATE jobs SET state = ?, attempts = ?, finished_ms = ?, output = ?,"
-        " error = ?, skipped_by = ? WHERE id = ?",
+        "UPDATE jobs SET attempts = ?, run_at_ms = ?, error = ? WHERE id = ?",
+    [S_OUTCOME_PUT] =
+        "INSERT OR REPLACE INTO outcomes (id, state, attempts, started_ms,"
+        " finished_ms, worker, output, error, skipped_by)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     [S_JOB_DELETE] = "DELETE FROM jobs WHERE id = ?",
+    [S_OUTCOME_DELETE] = "DELETE FROM outcomes WHERE id = ?",
+    [S_EDGES_DELETE] = "DELETE FROM edges WHERE child = ?",
     [S_DAG_DELETE] = "DELETE FROM dags WHERE id = ?",
     [S_KEYS_EXPIRE] = "DELETE FROM keys WHERE created_ms < ?",
-    [S_JOB_OUTPUT] = "SELECT output, error FROM jobs WHERE id = ?",
+    [S_JOB_OUTPUT] =
+        "SELECT o.id IS NOT NULL, o.output, o.error, j.error FROM jobs j"
+        " LEFT JOIN outcomes o ON o.id = j.id WHERE j.id = ?",
     [S_PAGE_COUNT] = "PRAGMA page_count",
 };
 
-//  The schema of format version 1; IF NOT EXISTS so it also runs on an
+//  The schema of format version 2; IF NOT EXISTS so it also runs on an
 //  existing store (it then changes nothing).
 static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS meta ("
@@ -178,11 +198,13 @@ static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS jobs ("
     "  id INTEGER PRIMARY KEY, type TEXT NOT NULL, payload BLOB,"
     "  content_type TEXT, name TEXT, key TEXT, priority INTEGER NOT NULL,"
-    "  max_attempts INTEGER NOT NULL, attempts INTEGER NOT NULL,"
-    "  timeout_ms INTEGER NOT NULL, run_at_ms INTEGER NOT NULL,"
-    "  created_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
-    "  finished_ms INTEGER NOT NULL, state INTEGER NOT NULL, output BLOB,"
-    "  error TEXT, worker TEXT, dag INTEGER NOT NULL,"
+    "  max_attempts INTEGER NOT NULL, timeout_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, dag INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL, run_at_ms INTEGER NOT NULL, error TEXT);"
+    "CREATE TABLE IF NOT EXISTS outcomes ("
+    "  id INTEGER PRIMARY KEY, state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL, worker TEXT, output BLOB, error TEXT,"
     "  skipped_by INTEGER NOT NULL);"
     "CREATE TABLE IF NOT EXISTS edges ("
     "  child INTEGER NOT NULL, pos INTEGER NOT NULL, parent INTEGER NOT NULL,"
@@ -194,6 +216,29 @@ static const char *s_schema_sql =
     "  dag INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
     "CREATE INDEX IF NOT EXISTS keys_created ON keys (created_ms);";
 
+//  Version 1 to 2: the jobs table is split into jobs and outcomes. Runs
+//  before s_schema_sql, inside the schema transaction.
+static const char *s_upgrade_v1_sql =
+    "ALTER TABLE jobs RENAME TO jobs_v1;"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY, type TEXT NOT NULL, payload BLOB,"
+    "  content_type TEXT, name TEXT, key TEXT, priority INTEGER NOT NULL,"
+    "  max_attempts INTEGER NOT NULL, timeout_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, dag INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL, run_at_ms INTEGER NOT NULL, error TEXT);"
+    "CREATE TABLE outcomes ("
+    "  id INTEGER PRIMARY KEY, state INTEGER NOT NULL,"
+    "  attempts INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL, worker TEXT, output BLOB, error TEXT,"
+    "  skipped_by INTEGER NOT NULL);"
+    "INSERT INTO jobs SELECT id, type, payload, content_type, name, key,"
+    "  priority, max_attempts, timeout_ms, created_ms, dag, attempts,"
+    "  run_at_ms, error FROM jobs_v1 ORDER BY id;"
+    "INSERT INTO outcomes SELECT id, state, attempts, started_ms, finished_ms,"
+    "  worker, output, error, skipped_by FROM jobs_v1 WHERE state >= 3"
+    "  ORDER BY id;"
+    "DROP TABLE jobs_v1;";
+
 struct _dq_store_t {
     sqlite3 *db;                 //  the read-write connection
     sqlite3_stmt *stmt [S_COUNT_];  //  prepared at open, finalized at close
@@ -202,6 +247,7 @@ struct _dq_store_t {
     char *wal_path;              //  <dir>/dagq.db-wal
     int lock_fd;                 //  <dir>/LOCK, flock'ed; -1 if none
     uint64_t page_size;          //  fixed once the database is in WAL mode
+    int upgraded_from;           //  format version upgraded at open, 0 = none
     bool failed;                 //  a write or commit failed: fail-stop
     char error [DQ_STORE_ERROR_MAX];  //  last error, "" if none
 };
@@ -570,7 +616,8 @@ s_validate (const char *path, char *err, size_t err_size)
     errno = 0;
     unsigned long long version = strtoull (value, &end, 10);
     bool numeric = value [0] >= '0' && value [0] <= '9' && *end == '\0' && errno == 0;
-    if (!numeric || version != DQ_STORE_FORMAT_VERSION) {
+    if (!numeric || version < DQ_STORE_FORMAT_OLDEST
+    ||  version > DQ_STORE_FORMAT_VERSION) {
         if (numeric && version > DQ_STORE_FORMAT_VERSION)
             s_format (err, err_size,
                       "%s has store format version %llu, newer than this broker"
@@ -579,8 +626,8 @@ s_validate (const char *path, char *err, size_t err_size)
         else
             s_format (err, err_size,
                       "%s has unknown store format version '%s' (this broker"
-                      " reads %d); refusing to open it", path, value,
-                      DQ_STORE_FORMAT_VERSION);
+                      " reads %d to %d); refusing to open it", path, value,
+                      DQ_STORE_FORMAT_OLDEST, DQ_STORE_FORMAT_VERSION);
         goto done;
     }
     //  quick_check reads every page (O(size)) but skips the index/table
@@ -719,20 +766,58 @@ s_configure (dq_store_t *self, dq_store_sync_t sync)
     return 0;
 }
 
-//  Creates the tables of an empty store, or checks an existing one has
-//  them; one transaction, so a crash leaves either nothing or all of it.
+//  The format version stored in meta, 0 if none (a new store). -1 on error.
+static int
+s_stored_version (dq_store_t *self, char **errmsg)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2 (self->db,
+        "SELECT value FROM meta WHERE key = 'format_version'", -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        //  No meta table yet: a new store
+        sqlite3_finalize (stmt);
+        return sqlite3_errcode (self->db) == SQLITE_ERROR? 0: -1;
+    }
+    int version = 0;
+    rc = sqlite3_step (stmt);
+    if (rc == SQLITE_ROW) {
+        const char *text = (const char *) sqlite3_column_text (stmt, 0);
+        version = text? atoi (text): 0;
+    }
+    else
+    if (rc != SQLITE_DONE) {
+        *errmsg = sqlite3_mprintf ("%s", sqlite3_errmsg (self->db));
+        version = -1;
+    }
+    sqlite3_finalize (stmt);
+    return version;
+}
+
+//  Creates the tables of an empty store, upgrades one of an older format
+//  version, or checks an existing one has them; one transaction, so a
+//  crash leaves either the old store or all of the new one.
 static int
 s_schema_create (dq_store_t *self)
 {
     char *errmsg = NULL;
     if (sqlite3_exec (self->db, "BEGIN IMMEDIATE", NULL, NULL, &errmsg) != SQLITE_OK)
         goto failed;
+    //  s_validate accepted the version; read again under the write lock
+    int version = s_stored_version (self, &errmsg);
+    if (version < 0)
+        goto rollback;
+    if (version == 1) {
+        self->upgraded_from = 1;
+        if (sqlite3_exec (self->db, s_upgrade_v1_sql, NULL, NULL, &errmsg) != SQLITE_OK)
+            goto rollback;
+    }
     if (sqlite3_exec (self->db, s_schema_sql, NULL, NULL, &errmsg) != SQLITE_OK)
         goto rollback;
     char sql [192];
     snprintf (sql, sizeof sql,
-              "INSERT OR IGNORE INTO meta (key, value) VALUES"
-              " ('app', '%s'), ('format_version', '%d')",
+              "INSERT OR IGNORE INTO meta (key, value) VALUES ('app', '%s');"
+              "INSERT OR REPLACE INTO meta (key, value) VALUES"
+              " ('format_version', '%d')",
               DQ_STORE_APP, DQ_STORE_FORMAT_VERSION);
     if (sqlite3_exec (self->db, sql, NULL, NULL, &errmsg) != SQLITE_OK)
         goto rollback;
@@ -741,8 +826,15 @@ s_schema_create (dq_store_t *self)
     return 0;
 
 rollback:
-    s_set_error (self, "%s: cannot create the schema: %s", self->path,
-                 errmsg? errmsg: sqlite3_errmsg (self->db));
+    if (self->upgraded_from)
+        s_set_error (self, "%s: cannot upgrade the store from format version %d"
+                     " (it is left as it was; an older dagq-broker still opens"
+                     " it): %s", self->path, self->upgraded_from,
+                     errmsg? errmsg: sqlite3_errmsg (self->db));
+    else
+        s_set_error (self, "%s: cannot create the schema: %s", self->path,
+                     errmsg? errmsg: sqlite3_errmsg (self->db));
+    self->upgraded_from = 0;
     sqlite3_free (errmsg);
     if (!sqlite3_get_autocommit (self->db))
         sqlite3_exec (self->db, "ROLLBACK", NULL, NULL, NULL);
@@ -778,6 +870,10 @@ s_prepare (dq_store_t *self)
 dq_store_t *
 dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size)
 {
+    //  No global memory statistics: they cost a mutex and bookkeeping on
+    //  every SQLite allocation. Only possible before SQLite initializes (a
+    //  later call is refused, harmlessly).
+    sqlite3_config (SQLITE_CONFIG_MEMSTATUS, 0);
     s_format (err, err_size, "%s", "");
     if (!dir || !*dir) {
         s_format (err, err_size, "no data dir given");
@@ -1007,6 +1103,23 @@ dq_store_meta_set (dq_store_t *self, const char *key, const char *value)
     return s_write_run (self, &b, "meta_set");
 }
 
+//  Binds and runs S_OUTCOME_PUT. 0 or -1.
+static int
+s_put_outcome (dq_store_t *self, const dq_store_end_t *end)
+{
+    s_binder_t b = s_binder (self, S_OUTCOME_PUT);
+    s_bind_u64 (&b, end->id);
+    s_bind_i64 (&b, end->state);
+    s_bind_u64 (&b, end->attempts);
+    s_bind_u64 (&b, end->started_ms);
+    s_bind_u64 (&b, end->finished_ms);
+    s_bind_text (&b, end->worker);
+    s_bind_blob (&b, end->output, end->output_size);
+    s_bind_text (&b, end->error);
+    s_bind_u64 (&b, end->skipped_by);
+    return s_write_run (self, &b, "set_finished");
+}
+
 int
 dq_store_put_job (dq_store_t *self, const dq_store_job_t *job)
 {
@@ -1032,6 +1145,14 @@ dq_store_put_job (dq_store_t *self, const dq_store_job_t *job)
                      job->id, job->state);
         return -1;
     }
+    bool finished = job->state >= DQ_STATE_SUCCEEDED;
+    if (!finished && (job->started_ms || job->finished_ms || job->output
+                      || job->worker || job->skipped_by)) {
+        //  Those describe an attempt or an end: not stored for unfinished jobs
+        s_set_error (self, "put_job: job %" PRIu64 " is not finished but has"
+                     " a start, end, output, worker or skip cause", job->id);
+        return -1;
+    }
     if (s_write_begin (self))
         return -1;
 
@@ -1044,26 +1165,13 @@ dq_store_put_job (dq_store_t *self, const dq_store_job_t *job)
     s_bind_text (&b, job->key);
     s_bind_i64 (&b, job->priority);
     s_bind_u64 (&b, job->max_attempts);
-    s_bind_u64 (&b, job->attempts);
     s_bind_u64 (&b, job->timeout_ms);
-    s_bind_u64 (&b, job->run_at_ms);
     s_bind_u64 (&b, job->created_ms);
-    s_bind_u64 (&b, job->started_ms);
-    s_bind_u64 (&b, job->finished_ms);
-    s_bind_i64 (&b, job->state);
-    s_bind_blob (&b, job->output, job->output_size);
-    s_bind_text (&b, job->error);
-    s_bind_text (&b, job->worker);
     s_bind_u64 (&b, job->dag);
-    s_bind_u64 (&b, job->skipped_by);
+    s_bind_u64 (&b, job->attempts);
+    s_bind_u64 (&b, job->run_at_ms);
+    s_bind_text (&b, finished? NULL: job->error);
     if (s_write_run (self, &b, "put_job"))
-        return -1;
-
-    //  A job put again (replaced) must not keep edges it no longer has; for
-    //  a new job this is one index probe
-    b = s_binder (self, S_EDGES_DELETE);
-    s_bind_u64 (&b, job->id);
-    if (s_write_run (self, &b, "put_job (edges)"))
         return -1;
     for (uint32_t i = 0; i < job->nparents; i++) {
         b = s_binder (self, S_EDGE_PUT);
@@ -1072,6 +1180,17 @@ dq_store_put_job (dq_store_t *self, const dq_store_job_t *job)
         s_bind_u64 (&b, job->parents [i]);
         s_bind_i64 (&b, job->run_on_failure && job->run_on_failure [i]);
         if (s_write_run (self, &b, "put_job (edge)"))
+            return -1;
+    }
+    if (finished) {
+        dq_store_end_t end = {
+            .id = job->id, .state = job->state, .attempts = job->attempts,
+            .started_ms = job->started_ms, .finished_ms = job->finished_ms,
+            .worker = job->worker, .output = job->output,
+            .output_size = job->output_size, .error = job->error,
+            .skipped_by = job->skipped_by
+        };
+        if (s_put_outcome (self, &end))
             return -1;
     }
     return 0;
@@ -1116,23 +1235,10 @@ dq_store_put_key (dq_store_t *self, const dq_store_key_t *key)
     return s_write_run (self, &b, "put_key");
 }
 
-//  The updates below change nothing (and succeed) for an id not stored,
-//  e.g. one retention already deleted.
-
-int
-dq_store_set_started (dq_store_t *self, uint64_t id, uint32_t attempts,
-                      uint64_t started_ms, const char *worker)
-{
-    if (!self || s_write_begin (self))
-        return -1;
-    s_binder_t b = s_binder (self, S_JOB_STARTED);
-    s_bind_i64 (&b, DQ_STATE_RUNNING);
-    s_bind_u64 (&b, attempts);
-    s_bind_u64 (&b, started_ms);
-    s_bind_text (&b, worker);
-    s_bind_u64 (&b, id);
-    return s_write_run (self, &b, "set_started");
-}
+//  A retry or delete of an id not stored changes nothing (and succeeds).
+//  An outcome is inserted without looking the job up (that costs as much
+//  as the insert): one of an id not stored stays unused (load skips it)
+//  until a delete of that id. The broker never records one.
 
 int
 dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
@@ -1141,7 +1247,6 @@ dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
     if (!self || s_write_begin (self))
         return -1;
     s_binder_t b = s_binder (self, S_JOB_RETRY);
-    s_bind_i64 (&b, DQ_STATE_WAITING);
     s_bind_u64 (&b, attempts);
     s_bind_u64 (&b, run_at_ms);
     s_bind_text (&b, error);
@@ -1150,34 +1255,27 @@ dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
 }
 
 int
-dq_store_set_finished (dq_store_t *self, uint64_t id, int state,
-                       uint32_t attempts, uint64_t finished_ms,
-                       const void *output, size_t output_size,
-                       const char *error, uint64_t skipped_by)
+dq_store_set_finished (dq_store_t *self, const dq_store_end_t *end)
 {
     if (!self)
         return -1;
-    if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
-        s_set_error (self, "set_finished: job %" PRIu64 ": %d is not a terminal"
-                     " state", id, state);
+    if (!end) {
+        s_set_error (self, "set_finished: an outcome is required");
         return -1;
     }
-    if (!output && output_size) {
+    if (end->state < DQ_STATE_SUCCEEDED || end->state >= DQ_STATE_COUNT_) {
+        s_set_error (self, "set_finished: job %" PRIu64 ": %d is not a terminal"
+                     " state", end->id, end->state);
+        return -1;
+    }
+    if (!end->output && end->output_size) {
         s_set_error (self, "set_finished: job %" PRIu64 ": output size without"
-                     " data", id);
+                     " data", end->id);
         return -1;
     }
     if (s_write_begin (self))
         return -1;
-    s_binder_t b = s_binder (self, S_JOB_FINISHED);
-    s_bind_i64 (&b, state);
-    s_bind_u64 (&b, attempts);
-    s_bind_u64 (&b, finished_ms);
-    s_bind_blob (&b, output, output_size);
-    s_bind_text (&b, error);
-    s_bind_u64 (&b, skipped_by);
-    s_bind_u64 (&b, id);
-    return s_write_run (self, &b, "set_finished");
+    return s_put_outcome (self, end);
 }
 
 int
@@ -1185,13 +1283,21 @@ dq_store_delete_job (dq_store_t *self, uint64_t id)
 {
     if (!self || s_write_begin (self))
         return -1;
-    s_binder_t b = s_binder (self, S_JOB_DELETE);
-    s_bind_u64 (&b, id);
-    if (s_write_run (self, &b, "delete_job"))
-        return -1;
-    b = s_binder (self, S_EDGES_DELETE);
-    s_bind_u64 (&b, id);
-    return s_write_run (self, &b, "delete_job (edges)");
+    static const struct {
+        s_stmt_t stmt;
+        const char *what;
+    } deletes [] = {
+        { S_JOB_DELETE, "delete_job" },
+        { S_OUTCOME_DELETE, "delete_job (outcome)" },
+        { S_EDGES_DELETE, "delete_job (edges)" },
+    };
+    for (size_t i = 0; i < sizeof deletes / sizeof deletes [0]; i++) {
+        s_binder_t b = s_binder (self, deletes [i].stmt);
+        s_bind_u64 (&b, id);
+        if (s_write_run (self, &b, deletes [i].what))
+            return -1;
+    }
+    return 0;
 }
 
 int
@@ -1315,12 +1421,13 @@ s_load_dags (dq_store_t *self, const dq_store_loader_t *loader)
     return result;
 }
 
-//  Jobs and their edges come from two cursors walked in step (both in id
-//  order), so loading costs two table scans, not a query per job.
+//  Jobs, their outcomes and their edges come from three cursors walked in
+//  step (all in id order), so loading costs three table scans, not a
+//  query per job.
 static int
 s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
 {
-    sqlite3_stmt *jobs = NULL, *edges = NULL;
+    sqlite3_stmt *jobs = NULL, *outcomes = NULL, *edges = NULL;
     uint64_t *parents = NULL;
     bool *run_on_failure = NULL;
     size_t capacity = 0;
@@ -1328,20 +1435,24 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
 
     if (s_load_prepare (self,
             "SELECT id, type, payload, content_type, name, key, priority,"
-            " max_attempts, attempts, timeout_ms, run_at_ms, created_ms,"
-            " started_ms, finished_ms, state, output, error, worker, dag,"
-            " skipped_by FROM jobs ORDER BY id", &jobs)
+            " max_attempts, timeout_ms, created_ms, dag, attempts, run_at_ms,"
+            " error FROM jobs ORDER BY id", &jobs)
+    ||  s_load_prepare (self,
+            "SELECT id, state, attempts, started_ms, finished_ms, worker, output,"
+            " error, skipped_by FROM outcomes ORDER BY id", &outcomes)
     ||  s_load_prepare (self,
             "SELECT child, parent, run_on_failure FROM edges ORDER BY child, pos",
             &edges))
         goto done;
 
     int edge_rc = sqlite3_step (edges);
+    int outcome_rc = sqlite3_step (outcomes);
     int rc;
     while ((rc = sqlite3_step (jobs)) == SQLITE_ROW) {
         sqlite3_int64 id = sqlite3_column_int64 (jobs, 0);
         uint32_t nparents = 0;
-        //  Edges of a child that is not stored (deleted by hand) are skipped
+        //  Edges and outcomes of a job that is not stored (deleted by hand)
+        //  are skipped
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) < id)
             edge_rc = sqlite3_step (edges);
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) == id) {
@@ -1368,6 +1479,15 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
                          sqlite3_errmsg (self->db));
             goto done;
         }
+        while (outcome_rc == SQLITE_ROW && sqlite3_column_int64 (outcomes, 0) < id)
+            outcome_rc = sqlite3_step (outcomes);
+        if (outcome_rc != SQLITE_ROW && outcome_rc != SQLITE_DONE) {
+            s_set_error (self, "%s: loading outcomes failed: %s", self->path,
+                         sqlite3_errmsg (self->db));
+            goto done;
+        }
+        bool finished = outcome_rc == SQLITE_ROW
+                     && sqlite3_column_int64 (outcomes, 0) == id;
         dq_store_job_t job = {
             .id = (uint64_t) id,
             .type = s_column_text (jobs, 1),
@@ -1376,29 +1496,40 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
             .key = s_column_text (jobs, 5),
             .priority = (int32_t) sqlite3_column_int64 (jobs, 6),
             .max_attempts = (uint32_t) sqlite3_column_int64 (jobs, 7),
-            .attempts = (uint32_t) sqlite3_column_int64 (jobs, 8),
-            .timeout_ms = (uint32_t) sqlite3_column_int64 (jobs, 9),
-            .run_at_ms = (uint64_t) sqlite3_column_int64 (jobs, 10),
-            .created_ms = (uint64_t) sqlite3_column_int64 (jobs, 11),
-            .started_ms = (uint64_t) sqlite3_column_int64 (jobs, 12),
-            .finished_ms = (uint64_t) sqlite3_column_int64 (jobs, 13),
-            .state = (int) sqlite3_column_int64 (jobs, 14),
-            .error = s_column_text (jobs, 16),
-            .worker = s_column_text (jobs, 17),
-            .dag = (uint64_t) sqlite3_column_int64 (jobs, 18),
-            .skipped_by = (uint64_t) sqlite3_column_int64 (jobs, 19),
+            .timeout_ms = (uint32_t) sqlite3_column_int64 (jobs, 8),
+            .created_ms = (uint64_t) sqlite3_column_int64 (jobs, 9),
+            .dag = (uint64_t) sqlite3_column_int64 (jobs, 10),
+            .attempts = (uint32_t) sqlite3_column_int64 (jobs, 11),
+            .run_at_ms = (uint64_t) sqlite3_column_int64 (jobs, 12),
+            .error = s_column_text (jobs, 13),
+            .state = DQ_STATE_WAITING,
             .parents = nparents? parents: NULL,
             .run_on_failure = nparents? run_on_failure: NULL,
             .nparents = nparents
         };
         job.payload = s_column_blob (jobs, 2, &job.payload_size);
-        job.output = s_column_blob (jobs, 15, &job.output_size);
-        //  The file is input: a row the broker could not have written is
-        //  reported, not passed on
-        int64_t state = sqlite3_column_int64 (jobs, 14);
-        if (!job.type || state < 0 || state >= DQ_STATE_COUNT_) {
-            s_set_error (self, "%s: job %" PRIu64 " is damaged (%s)", self->path,
-                         job.id, job.type? "invalid state": "no type");
+        if (finished) {
+            int64_t state = sqlite3_column_int64 (outcomes, 1);
+            //  The file is input: a row the broker could not have written
+            //  is reported, not passed on
+            if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
+                s_set_error (self, "%s: job %" PRIu64 " is damaged (invalid"
+                             " outcome state %" PRId64 ")", self->path, job.id,
+                             state);
+                goto done;
+            }
+            job.state = (int) state;
+            job.attempts = (uint32_t) sqlite3_column_int64 (outcomes, 2);
+            job.started_ms = (uint64_t) sqlite3_column_int64 (outcomes, 3);
+            job.finished_ms = (uint64_t) sqlite3_column_int64 (outcomes, 4);
+            job.worker = s_column_text (outcomes, 5);
+            job.output = s_column_blob (outcomes, 6, &job.output_size);
+            job.error = s_column_text (outcomes, 7);
+            job.skipped_by = (uint64_t) sqlite3_column_int64 (outcomes, 8);
+        }
+        if (!job.type) {
+            s_set_error (self, "%s: job %" PRIu64 " is damaged (no type)",
+                         self->path, job.id);
             goto done;
         }
         if (loader->on_job (loader->arg, &job)) {
@@ -1414,6 +1545,7 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
     result = 0;
 done:
     sqlite3_finalize (jobs);
+    sqlite3_finalize (outcomes);
     sqlite3_finalize (edges);
     free (parents);
     free (run_on_failure);
@@ -1460,9 +1592,11 @@ dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
     if (rc == SQLITE_ROW) {
-        size_t size;
-        const void *data = s_column_blob (stmt, 0, &size);
-        const char *text = s_column_text (stmt, 1);
+        //  A finished job's output and error, else the last retry's error
+        bool finished = sqlite3_column_int (stmt, 0) != 0;
+        size_t size = 0;
+        const void *data = finished? s_column_blob (stmt, 1, &size): NULL;
+        const char *text = s_column_text (stmt, finished? 2: 3);
         void *copy = NULL;
         char *error_copy = NULL;
         bool ok = true;
@@ -1529,6 +1663,12 @@ dq_store_disk_free (dq_store_t *self)
     if (statvfs (self->dir, &fs) == -1)
         return 0;
     return (uint64_t) fs.f_bavail * (uint64_t) fs.f_frsize;
+}
+
+int
+dq_store_upgraded_from (dq_store_t *self)
+{
+    return self? self->upgraded_from: 0;
 }
 
 const char *

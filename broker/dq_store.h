@@ -11,6 +11,11 @@
     batch of messages, before it sends that batch's replies (group commit).
     A write or commit that fails returns -1; the broker treats that as
     fail-stop. Nothing here knows about sockets or the broker's records.
+
+    What is stored: a job as submitted (once), its retries, and its outcome
+    (once, when it ends). Dispatches are not: a job that was queued or
+    running when the broker stopped loads back as waiting, with the
+    attempts counted at its last retry.
 */
 #ifndef DQ_STORE_H_INCLUDED
 #define DQ_STORE_H_INCLUDED
@@ -19,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DQ_STORE_FORMAT_VERSION 1
+#define DQ_STORE_FORMAT_VERSION 2
 #define DQ_STORE_FILE "dagq.db"
 
 typedef enum {
@@ -30,7 +35,9 @@ typedef enum {
 } dq_store_sync_t;
 
 //  One job as stored. Pointers are borrowed (in dq_store_load callbacks,
-//  valid only during the callback).
+//  valid only during the callback). An unfinished job (state below
+//  DQ_STATE_SUCCEEDED) has no outcome: started_ms, finished_ms, output,
+//  worker and skipped_by are 0/NULL, and it loads as DQ_STATE_WAITING.
 typedef struct {
     uint64_t id;             //  the job's sequence number
     const char *type;
@@ -41,14 +48,14 @@ typedef struct {
     const char *key;         //  idempotency key, or NULL
     int32_t priority;
     uint32_t max_attempts;
-    uint32_t attempts;       //  attempts started
+    uint32_t attempts;       //  attempts counted (at a retry or the end)
     uint32_t timeout_ms;
     uint64_t run_at_ms;      //  not before (delay, retry backoff); 0 = now
     uint64_t created_ms, started_ms, finished_ms;
     int state;               //  dq_state_t
     const void *output;
     size_t output_size;
-    const char *error;       //  or NULL
+    const char *error;       //  last error, or NULL
     const char *worker;      //  last worker, or NULL
     uint64_t dag;            //  DAG sequence number, 0 = none
     uint64_t skipped_by;     //  job that caused a skip, 0 = none
@@ -56,6 +63,20 @@ typedef struct {
     const bool *run_on_failure;  //  per parent
     uint32_t nparents;
 } dq_store_job_t;
+
+//  The outcome of a job: a terminal state, recorded once.
+typedef struct {
+    uint64_t id;
+    int state;               //  DQ_STATE_SUCCEEDED .. DQ_STATE_SKIPPED
+    uint32_t attempts;       //  attempts it took (0: never ran)
+    uint64_t started_ms;     //  start of the last attempt, 0 = never ran
+    uint64_t finished_ms;
+    const char *worker;      //  worker of the last attempt, or NULL
+    const void *output;      //  or NULL
+    size_t output_size;
+    const char *error;       //  or NULL
+    uint64_t skipped_by;     //  job that caused a skip, 0 = none
+} dq_store_end_t;
 
 typedef struct {
     uint64_t id;
@@ -85,7 +106,8 @@ typedef struct {
 
 typedef struct _dq_store_t dq_store_t;
 
-//  Open (creating if needed) the store in dir. Refuses, with a message in err
+//  Open (creating if needed) the store in dir; a store of an older format
+//  version is upgraded (in one transaction). Refuses, with a message in err
 //  an operator can act on, when: the dir is locked by another process; the
 //  file is not a SQLite database or is one of another program; its format
 //  version is unknown; the database is corrupt (integrity check of the
@@ -106,27 +128,25 @@ int
     dq_store_meta_set (dq_store_t *self, const char *key, const char *value);
 
 //  Writes; each joins the open transaction (opening one if none).
+//  put_job stores a new job (an id already stored is an error: ids are
+//  never reused), its edges, and its outcome if its state is terminal.
 int
     dq_store_put_job (dq_store_t *self, const dq_store_job_t *job);
 int
     dq_store_put_dag (dq_store_t *self, const dq_store_dag_t *dag);
 int
     dq_store_put_key (dq_store_t *self, const dq_store_key_t *key);
-//  A dispatch: attempts counted, started time, worker.
-int
-    dq_store_set_started (dq_store_t *self, uint64_t id, uint32_t attempts,
-                          uint64_t started_ms, const char *worker);
-//  Back to waiting for a retry at run_at_ms, with the last error.
+//  Back to waiting for a retry at run_at_ms, with the attempts counted so
+//  far and the last error.
 int
     dq_store_set_retry (dq_store_t *self, uint64_t id, uint32_t attempts,
                         uint64_t run_at_ms, const char *error);
-//  A terminal state, with output and error (either may be NULL).
+//  The job's outcome (replaces one recorded before, if any), for a job
+//  stored: an outcome of an id not stored is kept but never loaded.
 int
-    dq_store_set_finished (dq_store_t *self, uint64_t id, int state,
-                           uint32_t attempts, uint64_t finished_ms,
-                           const void *output, size_t output_size,
-                           const char *error, uint64_t skipped_by);
-//  Retention: delete a job (and its edges), a DAG, keys created before t.
+    dq_store_set_finished (dq_store_t *self, const dq_store_end_t *end);
+//  Retention: delete a job (its edges and outcome), a DAG, keys created
+//  before t.
 int
     dq_store_delete_job (dq_store_t *self, uint64_t id);
 int
@@ -156,6 +176,10 @@ uint64_t
 
 const char *
     dq_store_path (dq_store_t *self);
+
+//  The format version this open upgraded the store from, 0 if none.
+int
+    dq_store_upgraded_from (dq_store_t *self);
 
 //  The text of the last error (a refused write, a failed write, commit,
 //  read or load), "" if none; borrowed, valid until the next call. After a

@@ -427,6 +427,46 @@ class DurabilityTest(unittest.TestCase):
                 self.assertLessEqual(len(got), 1, "two outcomes published for one job: %s" % got)
                 self.assertTrue(b.alive() and a.alive())
 
+    def test_running_job_after_broker_kill(self):
+        """Dispatches are not stored: a job running when the broker is
+        SIGKILLed is queued again after the restart, and an attempt cut short
+        that way is not counted. Here its only attempt (attempts 1) dies with
+        its worker; it runs again as attempt 1 and succeeds, instead of
+        failing out of attempts."""
+        with h.Cluster(name="runkill", heartbeat_ms=250, liveness=4) as c:
+            runs = c.path("runs.log")
+            gate = c.path("gate")
+            handlers = {
+                "slow": 'echo "$DAGQ_ATTEMPT $$" >> "%s"; while [ ! -e "%s" ]; do sleep 0.05; done; '
+                        'printf "done-%%s" "$DAGQ_ATTEMPT"' % (runs, gate),
+            }
+            victim = c.start_worker(name="victim", concurrency=1, builtins=False, handlers=handlers)
+            c.wait_workers(names=["victim"])
+            jid = c.client().submit([{"type": "slow", "attempts": 1}])["ids"][0]
+            c.wait_state(jid, "running")
+            h.wait_until(lambda: os.path.exists(runs), 60, what="slow job started on the victim")
+            c.kill_broker(signal.SIGKILL)
+            victim.kill(signal.SIGKILL)
+            victim.kill_session()
+            c.restart_broker()
+            j = c.client().status([jid])[0]
+            self.assertEqual((h.state_name(j["state"]), j["attempts"]), ("queued", 0), j)
+            with open(gate, "w"):
+                pass
+            c.start_worker(name="heir", concurrency=1, builtins=False, handlers=handlers)
+            info = c.wait_terminal([jid])[0]
+            self.assertEqual((h.state_name(info["state"]), info["attempts"]), ("succeeded", 1), info)
+            self.assertEqual(c.cli_ok("result", jid).stdout, "done-1")
+            with open(runs) as f:
+                self.assertEqual([l.split()[0] for l in f.read().split("\n") if l], ["1", "1"])
+            # The outcome is stored: it survives another kill.
+            c.kill_broker(signal.SIGKILL)
+            c.restart_broker()
+            j = c.client().status([jid])[0]
+            self.assertEqual((h.state_name(j["state"]), j["attempts"]), ("succeeded", 1), j)
+            self.assertGreaterEqual(j["started_ms"], j["created_ms"])
+            self.assertGreaterEqual(j["finished_ms"], j["started_ms"])
+
     def test_stopped_worker_stale_result_ignored(self):
         self._stopped_worker(stale_wins=False)
 

@@ -1,6 +1,7 @@
 /*  test_store.c - unit tests of dq_store: schema, round trips, updates,
     group commit, the data dir lock, refusal of foreign, garbage, newer and
-    corrupt files, fail-stop after a SQLite error, and a 100,000-job load.
+    corrupt files, the upgrade of a format version 1 store, fail-stop after
+    a SQLite error, and a 100,000-job load.
 
     Each test gets its own mkdtemp directory, removed in teardown. A second
     SQLite connection (read-only, or read-write to inject a failure) stands
@@ -330,13 +331,13 @@ s_assert_job (const dq_store_job_t *expected, const dq_store_job_t *actual)
     }
 }
 
-//  A job with only the required fields.
+//  A job with only the required fields. Unfinished jobs load as waiting.
 static dq_store_job_t
 s_plain_job (uint64_t id)
 {
     dq_store_job_t job = {
         .id = id, .type = "echo", .max_attempts = 3, .created_ms = 1000 + id,
-        .state = DQ_STATE_QUEUED
+        .state = DQ_STATE_WAITING
     };
     return job;
 }
@@ -366,8 +367,9 @@ test_store_creates_schema_and_reopens (void **state)
     free (value);
     value = dq_store_meta_get (store, "format_version");
     assert_non_null (value);
-    assert_string_equal (value, "1");
+    assert_string_equal (value, "2");
     free (value);
+    assert_int_equal (dq_store_upgraded_from (store), 0);
     assert_true (dq_store_size (store) > 0);
     assert_true (dq_store_disk_free (store) > 0);
 
@@ -375,7 +377,7 @@ test_store_creates_schema_and_reopens (void **state)
     sqlite3 *db = s_reader (fx);
     assert_int_equal (s_count (db,
         "SELECT count(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('meta', 'jobs', 'edges', 'dags', 'keys')"), 5);
+        " AND name IN ('meta', 'jobs', 'outcomes', 'edges', 'dags', 'keys')"), 6);
     sqlite3_stmt *stmt = NULL;
     assert_int_equal (sqlite3_prepare_v2 (db, "PRAGMA journal_mode", -1, &stmt, NULL),
                       SQLITE_OK);
@@ -391,7 +393,7 @@ test_store_creates_schema_and_reopens (void **state)
 
     store = s_open (fx);
     value = dq_store_meta_get (store, "format_version");
-    assert_string_equal (value, "1");
+    assert_string_equal (value, "2");
     free (value);
     dq_store_close (&store);
 }
@@ -412,7 +414,12 @@ test_store_round_trips_every_field (void **state)
     jobs [1] = s_plain_job (2);
     jobs [1].payload = "";                          //  empty but present
     jobs [1].output = "";
-    jobs [2] = s_plain_job (3);
+    jobs [1].state = DQ_STATE_SUCCEEDED;
+    jobs [1].finished_ms = 2000;
+    jobs [2] = s_plain_job (3);                     //  unfinished, retried
+    jobs [2].attempts = 2;
+    jobs [2].run_at_ms = 1700000000999ull;
+    jobs [2].error = "timed out";
     jobs [3] = (dq_store_job_t) {
         .id = 10, .type = "thumbnail",
         .payload = payload, .payload_size = sizeof payload,
@@ -464,6 +471,7 @@ test_store_round_trips_every_field (void **state)
         for (size_t i = 0; i < 5; i++)
             assert_int_equal (loaded.jobs [i].job.id, order [i]);
         s_assert_job (&jobs [0], &s_find_job (&loaded, 1)->job);
+        s_assert_job (&jobs [1], &s_find_job (&loaded, 2)->job);
         s_assert_job (&jobs [2], &s_find_job (&loaded, 3)->job);
         s_assert_job (&jobs [3], &s_find_job (&loaded, 10)->job);
         s_assert_job (&jobs [4], &s_find_job (&loaded, 11)->job);
@@ -510,15 +518,31 @@ test_store_round_trips_every_field (void **state)
     assert_null (out);
     assert_int_equal (out_size, 0);
     assert_null (error);
+    //  An unfinished job: no output, the last retry's error
+    assert_int_equal (dq_store_get_output (store, 3, &out, &out_size, &error), 0);
+    assert_null (out);
+    assert_int_equal (out_size, 0);
+    assert_string_equal (error, "timed out");
+    free (error);
+    assert_int_equal (dq_store_get_output (store, 2, &out, &out_size, NULL), 0);
+    assert_non_null (out);                          //  X'' is not NULL
+    assert_int_equal (out_size, 0);
+    free (out);
     assert_int_equal (dq_store_get_output (store, 999, &out, &out_size, &error), -1);
     assert_non_null (strstr (dq_store_error (store), "999"));
 
-    //  Putting a job again replaces it, edges included
-    jobs [3].nparents = 1;
-    jobs [3].state = DQ_STATE_QUEUED;
-    assert_int_equal (dq_store_put_job (store, &jobs [3]), 0);
-    assert_int_equal (dq_store_commit (store), 0);
+    //  Ids are never reused: putting one again is an error, and like any
+    //  failed write it stops the store (nothing of the batch is committed)
+    dq_store_job_t extra = s_plain_job (12);
+    assert_int_equal (dq_store_put_job (store, &extra), 0);
+    assert_int_equal (dq_store_put_job (store, &jobs [3]), -1);
+    assert_non_null (strstr (dq_store_error (store), "put_job"));
+    assert_int_equal (dq_store_commit (store), -1);
+    dq_store_close (&store);
+    store = s_open (fx);
     s_load (store, &loaded);
+    assert_int_equal (loaded.njobs, 5);
+    assert_null (s_find_job (&loaded, 12));
     s_assert_job (&jobs [3], &s_find_job (&loaded, 10)->job);
 
     s_loaded_free (&loaded);
@@ -547,23 +571,32 @@ test_store_updates_show_in_load (void **state)
     assert_int_equal (dq_store_put_key (store, &new_key), 0);
     assert_int_equal (dq_store_commit (store), 0);
 
-    assert_int_equal (dq_store_set_started (store, 1, 1, 5000, "w-1"), 0);
-    assert_int_equal (dq_store_set_started (store, 2, 1, 5001, "w-2"), 0);
     assert_int_equal (dq_store_set_retry (store, 2, 1, 9000, "timed out"), 0);
     static const unsigned char out [] = { 'o', 0, 'k' };
-    assert_int_equal (dq_store_set_finished (store, 1, DQ_STATE_SUCCEEDED, 1, 6000,
-                                             out, sizeof out, NULL, 0), 0);
-    assert_int_equal (dq_store_set_finished (store, 4, DQ_STATE_SKIPPED, 0, 6001,
-                                             NULL, 0, "parent failed", 3), 0);
+    dq_store_end_t end1 = {
+        .id = 1, .state = DQ_STATE_SUCCEEDED, .attempts = 1, .started_ms = 5000,
+        .finished_ms = 6000, .worker = "w-1", .output = out,
+        .output_size = sizeof out
+    };
+    assert_int_equal (dq_store_set_finished (store, &end1), 0);
+    dq_store_end_t end4 = {
+        .id = 4, .state = DQ_STATE_SKIPPED, .finished_ms = 6001,
+        .error = "parent failed", .skipped_by = 3
+    };
+    assert_int_equal (dq_store_set_finished (store, &end4), 0);
+    //  Job 3 finishes, then retention deletes it with its outcome
+    dq_store_end_t end3 = { .id = 3, .state = DQ_STATE_FAILED, .attempts = 3,
+                            .finished_ms = 5500, .error = "boom" };
+    assert_int_equal (dq_store_set_finished (store, &end3), 0);
     assert_int_equal (dq_store_delete_job (store, 3), 0);
     assert_int_equal (dq_store_delete_dag (store, 1), 0);
     assert_int_equal (dq_store_expire_keys (store, 150), 0);
-    //  Updates of ids not stored change nothing and succeed
-    assert_int_equal (dq_store_set_started (store, 77, 1, 1, "w"), 0);
+    //  A retry or delete of an id not stored changes nothing and succeeds;
+    //  an outcome of one is kept but never loaded (no job to attach it to)
     assert_int_equal (dq_store_set_retry (store, 77, 1, 1, NULL), 0);
-    assert_int_equal (dq_store_set_finished (store, 77, DQ_STATE_FAILED, 1, 1,
-                                             NULL, 0, NULL, 0), 0);
-    assert_int_equal (dq_store_delete_job (store, 77), 0);
+    assert_int_equal (dq_store_delete_job (store, 78), 0);
+    dq_store_end_t end77 = { .id = 77, .state = DQ_STATE_FAILED, .attempts = 1 };
+    assert_int_equal (dq_store_set_finished (store, &end77), 0);
     assert_int_equal (dq_store_commit (store), 0);
     dq_store_close (&store);
 
@@ -582,13 +615,16 @@ test_store_updates_show_in_load (void **state)
     s_assert_bytes (out, sizeof out, job->output, job->output_size);
     assert_null (job->error);
 
+    //  A retried job: waiting, its attempts and error kept; no attempt of
+    //  it is stored beyond that
     job = &s_find_job (&loaded, 2)->job;
     assert_int_equal (job->state, DQ_STATE_WAITING);
     assert_int_equal (job->attempts, 1);
-    assert_int_equal (job->started_ms, 5001);
+    assert_int_equal (job->started_ms, 0);
     assert_int_equal (job->run_at_ms, 9000);
     s_assert_str ("timed out", job->error);
-    s_assert_str ("w-2", job->worker);
+    assert_null (job->worker);
+    assert_null (job->output);
     assert_int_equal (job->nparents, 1);
     assert_int_equal (job->parents [0], 1);
 
@@ -611,6 +647,29 @@ test_store_updates_show_in_load (void **state)
 
     sqlite3 *db = s_reader (fx);
     assert_int_equal (s_count (db, "SELECT count(*) FROM edges WHERE child = 3"), 0);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes WHERE id = 3"), 0);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes WHERE id = 77"), 1);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes"), 3);
+    sqlite3_close (db);
+
+    //  An outcome recorded again replaces the first (one row per job)
+    store = s_open (fx);
+    assert_int_equal (dq_store_delete_job (store, 77), 0);
+    end1.state = DQ_STATE_FAILED;
+    end1.output = NULL;
+    end1.output_size = 0;
+    end1.error = "second";
+    assert_int_equal (dq_store_set_finished (store, &end1), 0);
+    assert_int_equal (dq_store_commit (store), 0);
+    s_load (store, &loaded);
+    job = &s_find_job (&loaded, 1)->job;
+    assert_int_equal (job->state, DQ_STATE_FAILED);
+    assert_null (job->output);
+    s_assert_str ("second", job->error);
+    s_loaded_free (&loaded);
+    dq_store_close (&store);
+    db = s_reader (fx);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes"), 2);
     sqlite3_close (db);
 }
 
@@ -664,14 +723,13 @@ test_store_commit_groups_writes (void **state)
         "SELECT count(*) FROM meta WHERE key = 'next_seq'"), 1);
 
     //  The next batch opens a new transaction
-    assert_int_equal (dq_store_set_started (store, 1, 1, 10, "w"), 0);
+    dq_store_end_t end = { .id = 1, .state = DQ_STATE_SUCCEEDED, .attempts = 1 };
+    assert_int_equal (dq_store_set_finished (store, &end), 0);
     assert_int_equal (dq_store_delete_job (store, 2), 0);
-    assert_int_equal (s_count (reader,
-        "SELECT count(*) FROM jobs WHERE state = 2"), 0);
+    assert_int_equal (s_count (reader, "SELECT count(*) FROM outcomes"), 0);
     assert_int_equal (s_count (reader, "SELECT count(*) FROM jobs"), 50);
     assert_int_equal (dq_store_commit (store), 0);
-    assert_int_equal (s_count (reader,
-        "SELECT count(*) FROM jobs WHERE state = 2"), 1);
+    assert_int_equal (s_count (reader, "SELECT count(*) FROM outcomes"), 1);
     assert_int_equal (s_count (reader, "SELECT count(*) FROM jobs"), 49);
     assert_true (dq_store_size (store) > 0);
 
@@ -825,9 +883,14 @@ test_store_refuses_unknown_format_version (void **state)
 
     sqlite3 *db = NULL;
     assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
-    s_exec (db, "UPDATE meta SET value = '2' WHERE key = 'format_version'");
+    s_exec (db, "UPDATE meta SET value = '3' WHERE key = 'format_version'");
     sqlite3_close (db);
-    s_assert_refused (fx, "format version 2");
+    s_assert_refused (fx, "format version 3, newer");
+
+    assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
+    s_exec (db, "UPDATE meta SET value = '0' WHERE key = 'format_version'");
+    sqlite3_close (db);
+    s_assert_refused (fx, "unknown store format version '0'");
 
     assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
     s_exec (db, "UPDATE meta SET value = 'x1' WHERE key = 'format_version'");
@@ -841,10 +904,152 @@ test_store_refuses_unknown_format_version (void **state)
 
     //  Restored, it opens again
     assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
-    s_exec (db, "INSERT INTO meta VALUES ('format_version', '1')");
+    s_exec (db, "INSERT INTO meta VALUES ('format_version', '2')");
     sqlite3_close (db);
     store = s_open (fx);
     dq_store_close (&store);
+}
+
+//  The schema of format version 1, as dq_store wrote it.
+static const char *s_v1_schema =
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);"
+    "CREATE TABLE jobs ("
+    "  id INTEGER PRIMARY KEY, type TEXT NOT NULL, payload BLOB,"
+    "  content_type TEXT, name TEXT, key TEXT, priority INTEGER NOT NULL,"
+    "  max_attempts INTEGER NOT NULL, attempts INTEGER NOT NULL,"
+    "  timeout_ms INTEGER NOT NULL, run_at_ms INTEGER NOT NULL,"
+    "  created_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL,"
+    "  finished_ms INTEGER NOT NULL, state INTEGER NOT NULL, output BLOB,"
+    "  error TEXT, worker TEXT, dag INTEGER NOT NULL,"
+    "  skipped_by INTEGER NOT NULL);"
+    "CREATE TABLE edges ("
+    "  child INTEGER NOT NULL, pos INTEGER NOT NULL, parent INTEGER NOT NULL,"
+    "  run_on_failure INTEGER NOT NULL, PRIMARY KEY (child, pos)) WITHOUT ROWID;"
+    "CREATE TABLE dags ("
+    "  id INTEGER PRIMARY KEY, name TEXT, key TEXT, created_ms INTEGER NOT NULL);"
+    "CREATE TABLE keys ("
+    "  key TEXT PRIMARY KEY, first INTEGER NOT NULL, count INTEGER NOT NULL,"
+    "  dag INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
+    "CREATE INDEX keys_created ON keys (created_ms);"
+    "INSERT INTO meta VALUES ('app', 'dagq'), ('format_version', '1'),"
+    "  ('broker_id', 'b1234'), ('next_seq', '6');";
+
+static void
+test_store_upgrades_format_version_1 (void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal (mkdir (fx->data, 0750), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
+    s_exec (db, "PRAGMA journal_mode = WAL");
+    s_exec (db, s_v1_schema);
+    //  Succeeded; running (its second attempt); skipped; waiting with a key
+    s_exec (db,
+        "INSERT INTO jobs VALUES (1, 'echo', X'7031', NULL, 'a', NULL, 0, 3, 1,"
+        "  0, 0, 100, 5000, 6000, 3, X'6F6B', NULL, 'w1', 5, 0);"
+        "INSERT INTO jobs VALUES (2, 'echo', X'7032', 'text/plain', 'b', NULL,"
+        "  -4, 3, 2, 30000, 4000, 101, 7000, 0, 2, NULL, 'first try failed',"
+        "  'w2', 5, 0);"
+        "INSERT INTO jobs VALUES (3, 'echo', NULL, NULL, 'c', NULL, 0, 3, 0,"
+        "  0, 0, 102, 0, 6500, 6, NULL, 'parent 2 failed', NULL, 5, 2);"
+        "INSERT INTO jobs VALUES (4, 'resize', X'', NULL, NULL, 'k4', 7, 1, 0,"
+        "  0, 0, 103, 0, 0, 0, NULL, NULL, NULL, 0, 0);"
+        "INSERT INTO edges VALUES (2, 0, 1, 0), (3, 0, 2, 1), (3, 1, 1, 0);"
+        "INSERT INTO dags VALUES (5, 'pipeline', NULL, 99);"
+        "INSERT INTO keys VALUES ('k4', 4, 1, 0, 103);");
+    sqlite3_close (db);
+
+    dq_store_t *store = s_open (fx);
+    assert_int_equal (dq_store_upgraded_from (store), 1);
+    char *value = dq_store_meta_get (store, "format_version");
+    assert_string_equal (value, "2");
+    free (value);
+    value = dq_store_meta_get (store, "broker_id");
+    assert_string_equal (value, "b1234");
+    free (value);
+
+    loaded_t loaded = { 0 };
+    s_load (store, &loaded);
+    assert_int_equal (loaded.njobs, 4);
+    assert_int_equal (loaded.ndags, 1);
+    assert_int_equal (loaded.nkeys, 1);
+    static const unsigned char p1 [] = { 'p', '1' }, p2 [] = { 'p', '2' };
+    static const unsigned char ok [] = { 'o', 'k' };
+    uint64_t parents2 [] = { 1 }, parents3 [] = { 2, 1 };
+    bool rof3 [] = { true, false };
+    dq_store_job_t expected [] = {
+        { .id = 1, .type = "echo", .payload = p1, .payload_size = 2, .name = "a",
+          .max_attempts = 3, .attempts = 1, .created_ms = 100,
+          .started_ms = 5000, .finished_ms = 6000, .state = DQ_STATE_SUCCEEDED,
+          .output = ok, .output_size = 2, .worker = "w1", .dag = 5 },
+        //  Running is not a stored state any more: waiting, attempts kept
+        { .id = 2, .type = "echo", .payload = p2, .payload_size = 2,
+          .content_type = "text/plain", .name = "b", .priority = -4,
+          .max_attempts = 3, .attempts = 2, .timeout_ms = 30000,
+          .run_at_ms = 4000, .created_ms = 101, .state = DQ_STATE_WAITING,
+          .error = "first try failed", .dag = 5,
+          .parents = parents2, .nparents = 1 },
+        { .id = 3, .type = "echo", .name = "c", .max_attempts = 3,
+          .created_ms = 102, .finished_ms = 6500, .state = DQ_STATE_SKIPPED,
+          .error = "parent 2 failed", .dag = 5, .skipped_by = 2,
+          .parents = parents3, .run_on_failure = rof3, .nparents = 2 },
+        { .id = 4, .type = "resize", .payload = "", .key = "k4", .priority = 7,
+          .max_attempts = 1, .created_ms = 103, .state = DQ_STATE_WAITING },
+    };
+    for (size_t i = 0; i < 4; i++)
+        s_assert_job (&expected [i], &loaded.jobs [i].job);
+    s_loaded_free (&loaded);
+    dq_store_close (&store);
+
+    //  Once: the next open finds version 2
+    store = s_open (fx);
+    assert_int_equal (dq_store_upgraded_from (store), 0);
+    s_load (store, &loaded);
+    assert_int_equal (loaded.njobs, 4);
+    s_assert_job (&expected [1], &s_find_job (&loaded, 2)->job);
+    s_loaded_free (&loaded);
+    dq_store_close (&store);
+    db = s_reader (fx);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name = 'jobs_v1'"), 0);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes"), 2);
+    sqlite3_close (db);
+}
+
+//  An upgrade that fails leaves the version 1 store as it was.
+static void
+test_store_upgrade_is_all_or_nothing (void **state)
+{
+    fixture_t *fx = *state;
+    assert_int_equal (mkdir (fx->data, 0750), 0);
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
+    s_exec (db, s_v1_schema);
+    //  A row version 2 cannot take (no type), in a table without the
+    //  NOT NULL version 1 had, and a good row before it
+    s_exec (db,
+        "INSERT INTO jobs VALUES (1, 'echo', NULL, NULL, NULL, NULL, 0, 3, 0,"
+        "  0, 0, 100, 0, 0, 0, NULL, NULL, NULL, 0, 0);"
+        "ALTER TABLE jobs RENAME TO jobs_old;"
+        "CREATE TABLE jobs AS SELECT * FROM jobs_old;"
+        "DROP TABLE jobs_old;"
+        "INSERT INTO jobs (id, type, priority, max_attempts, attempts,"
+        "  timeout_ms, run_at_ms, created_ms, started_ms, finished_ms, state,"
+        "  dag, skipped_by) VALUES (2, NULL, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0);");
+    sqlite3_close (db);
+
+    char err [512] = "";
+    assert_null (dq_store_open (fx->data, DQ_STORE_SYNC_FULL, err, sizeof err));
+    print_message ("refused: %s\n", err);
+    assert_non_null (strstr (err, "NOT NULL"));
+    assert_non_null (strstr (err, "cannot upgrade the store from format version 1"));
+    db = s_reader (fx);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM meta"
+                                   " WHERE key = 'format_version' AND value = '1'"), 1);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name IN ('outcomes', 'jobs_v1')"), 0);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM jobs"), 2);
+    sqlite3_close (db);
 }
 
 static void
@@ -992,10 +1197,26 @@ test_store_rejects_bad_arguments (void **state)
     assert_int_equal (dq_store_put_key (store, NULL), -1);
     dq_store_key_t key = { .key = NULL };
     assert_int_equal (dq_store_put_key (store, &key), -1);
-    assert_int_equal (dq_store_set_finished (store, 1, DQ_STATE_RUNNING, 1, 1,
-                                             NULL, 0, NULL, 0), -1);
-    assert_int_equal (dq_store_set_finished (store, 1, DQ_STATE_SUCCEEDED, 1, 1,
-                                             NULL, 5, NULL, 0), -1);
+    //  An unfinished job with what only an end has
+    job = s_plain_job (1);
+    job.output = "x";
+    job.output_size = 1;
+    assert_int_equal (dq_store_put_job (store, &job), -1);
+    job = s_plain_job (1);
+    job.started_ms = 5;
+    assert_int_equal (dq_store_put_job (store, &job), -1);
+    job = s_plain_job (1);
+    job.state = DQ_STATE_RUNNING;
+    job.worker = "w1";
+    assert_int_equal (dq_store_put_job (store, &job), -1);
+    dq_store_end_t end = { .id = 1, .state = DQ_STATE_RUNNING, .attempts = 1 };
+    assert_int_equal (dq_store_set_finished (store, &end), -1);
+    end.state = DQ_STATE_COUNT_;
+    assert_int_equal (dq_store_set_finished (store, &end), -1);
+    end = (dq_store_end_t) { .id = 1, .state = DQ_STATE_SUCCEEDED, .output_size = 5 };
+    assert_int_equal (dq_store_set_finished (store, &end), -1);
+    assert_int_equal (dq_store_set_finished (store, NULL), -1);
+    assert_int_equal (dq_store_set_finished (NULL, &end), -1);
     assert_int_equal (dq_store_load (store, NULL), -1);
     void *out;
     assert_int_equal (dq_store_get_output (store, 1, &out, NULL, NULL), -1);
@@ -1153,6 +1374,10 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_refuses_garbage_file,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_refuses_unknown_format_version,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_upgrades_format_version_1,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_upgrade_is_all_or_nothing,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_refuses_corrupt_database,
                                          setup, teardown),
