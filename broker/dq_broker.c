@@ -49,14 +49,21 @@ typedef struct {
     void *sock;
     uint8_t rid [256];
     size_t rid_size;
-    dq_cmd_t cmd;            //  DQ_CMD_NONE: an event (topic, body)
-    char *topic;
+    dq_cmd_t cmd;            //  DQ_CMD_NONE: an event, evs [body_size]
     void *body;
     size_t body_size;
     uint64_t *jobs;          //  JOB: the jobs' sequences, to undo on failure
     uint32_t njobs;
     uint32_t worker;         //  JOB: the worker's number
 } s_out_t;
+
+//  An event waiting for the commit, with its strings inline: events are
+//  one per finished job, so they are queued without allocating.
+typedef struct {
+    dq_event_t ev;           //  pointers set when sent
+    char id [DQ_ID_MAX], dag_id [DQ_ID_MAX], kind [8];
+    char type [DQ_PROTO_TYPE_MAX + 1];
+} s_evslot_t;
 
 //  An idempotency key: the jobs its first submission created.
 typedef struct {
@@ -97,6 +104,8 @@ struct _dq_broker_t {
     char space_reason [200];
     s_out_t *out;
     size_t nout, out_cap;
+    s_evslot_t *evs;         //  the events of the out queue
+    size_t nevs, evs_cap;
     uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
     uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
     volatile sig_atomic_t stopping;
@@ -227,7 +236,6 @@ s_out_push (dq_broker_t *self)
     s_out_t *o = &self->out [self->nout++];
     memset (o, 0, offsetof (s_out_t, rid));
     o->rid_size = 0;
-    o->topic = NULL;
     o->body = NULL;
     o->jobs = NULL;
     o->njobs = 0;
@@ -313,38 +321,38 @@ s_queue_worker (dq_broker_t *self, dq_bworker_t *w, const dq_msg_t *msg)
 }
 
 static void
+s_copy_str (char *dst, size_t size, const char *src)
+{
+    size_t n = src? strnlen (src, size - 1): 0;
+    memcpy (dst, src? src: "", n);
+    dst [n] = 0;
+}
+
+static void
 s_queue_event (dq_broker_t *self, const dq_event_t *ev)
 {
-    //  Events are encoded like messages but sent as (topic, body).
     if (!self->pub)
         return;
-    char topic [200];
-    snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
-              dq_state_str (ev->state));
+    if (self->nevs == self->evs_cap) {
+        size_t cap = self->evs_cap? self->evs_cap * 2: 256;
+        s_evslot_t *evs = realloc (self->evs, cap * sizeof *evs);
+        if (!evs)
+            return;         //  events are best effort; the job's state is kept
+        self->evs = evs;
+        self->evs_cap = cap;
+    }
     s_out_t *o = s_out_push (self);
     if (!o)
         return;
+    s_evslot_t *e = &self->evs [self->nevs];
+    e->ev = *ev;
+    s_copy_str (e->id, sizeof e->id, ev->id);
+    s_copy_str (e->dag_id, sizeof e->dag_id, ev->dag_id);
+    s_copy_str (e->kind, sizeof e->kind, ev->kind);
+    s_copy_str (e->type, sizeof e->type, ev->type);
     o->sock = self->pub;
     o->cmd = DQ_CMD_NONE;
-    o->topic = strdup (topic);
-    //  dq_event_send packs; here we keep the event fields in a message body
-    //  built by the same codec, so the PUB frame format lives in dq_proto.
-    dq_event_t *copy = malloc (sizeof *copy + 3 * DQ_ID_MAX + 160);
-    if (!copy || !o->topic) {
-        free (copy);
-        free (o->topic);
-        self->nout--;
-        return;
-    }
-    *copy = *ev;
-    char *p = (char *) (copy + 1);
-    copy->id = strcpy (p, ev->id); p += DQ_ID_MAX;
-    copy->dag_id = ev->dag_id? strcpy (p, ev->dag_id): NULL; p += DQ_ID_MAX;
-    copy->kind = strcpy (p, ev->kind); p += DQ_ID_MAX;
-    copy->type = ev->type? strncpy (p, ev->type, 159): NULL;
-    if (copy->type)
-        p [159] = 0;
-    o->body = copy;
+    o->body_size = self->nevs++;
 }
 
 //  Undo a dispatch whose JOB could not be sent: the job goes back to its
@@ -387,9 +395,12 @@ s_flush (dq_broker_t *self)
     for (size_t i = 0; i < self->nout; i++) {
         s_out_t *o = &self->out [i];
         if (o->cmd == DQ_CMD_NONE) {
-            dq_event_send ((dq_event_t *) o->body, o->sock, ZMQ_DONTWAIT);
-            free (o->topic);
-            free (o->body);
+            s_evslot_t *e = &self->evs [o->body_size];
+            e->ev.id = e->id;
+            e->ev.kind = e->kind;
+            e->ev.dag_id = *e->dag_id? e->dag_id: NULL;
+            e->ev.type = *e->type? e->type: NULL;
+            dq_event_send (&e->ev, o->sock, ZMQ_DONTWAIT);
             continue;
         }
         const char *cmd = dq_cmd_str (o->cmd);
@@ -409,6 +420,7 @@ s_flush (dq_broker_t *self)
         free (o->jobs);
     }
     self->nout = 0;
+    self->nevs = 0;
     //  Undone dispatches are queued again; the next turn hands them out.
 }
 
@@ -2543,10 +2555,10 @@ dq_broker_run (dq_broker_t *self)
         //  Fail-stop: drop the queued replies unsent.
         for (size_t i = 0; i < self->nout; i++) {
             free (self->out [i].body);
-            free (self->out [i].topic);
             free (self->out [i].jobs);
         }
         self->nout = 0;
+        self->nevs = 0;
         dq_log_error ("broker=%s - stopped after a store failure", self->broker_id);
         return self->exit_code;
     }
@@ -2570,10 +2582,10 @@ dq_broker_destroy (dq_broker_t **self_p)
     zhashx_destroy (&self->worker_keys);
     for (size_t i = 0; i < self->nout; i++) {
         free (self->out [i].body);
-        free (self->out [i].topic);
         free (self->out [i].jobs);
     }
     free (self->out);
+    free (self->evs);
     if (self->jobs) {
         size_t cursor = 0;
         dq_bjob_t *job;

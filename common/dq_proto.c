@@ -1809,11 +1809,19 @@ dq_event_send (const dq_event_t *ev, void *pub, int flags)
 {
     if (!ev->kind || !ev->id)
         return -1;
+    //  "kind id state", built by hand: one event per finished job.
     char topic [600];
-    int n = snprintf (topic, sizeof topic, "%s %s %s", ev->kind, ev->id,
-                      dq_state_str (ev->state));
-    if (n < 0 || (size_t) n >= sizeof topic)
-        return -1;
+    const char *parts [3] = { ev->kind, ev->id, dq_state_str (ev->state) };
+    size_t n = 0;
+    for (int i = 0; i < 3; i++) {
+        size_t len = strlen (parts [i]);
+        if (n + len + 1 >= sizeof topic)
+            return -1;
+        if (i)
+            topic [n++] = ' ';
+        memcpy (topic + n, parts [i], len);
+        n += len;
+    }
     char small [256];
     s_buf_t buf = { small, 0, sizeof small };
     msgpack_packer pk;
@@ -1823,7 +1831,7 @@ dq_event_send (const dq_event_t *ev, void *pub, int flags)
     int rc = -1;
     if (buf.data
     &&  !too_big
-    &&  zmq_send (pub, topic, (size_t) n, ZMQ_SNDMORE | flags) != -1
+    &&  zmq_send (pub, topic, n, ZMQ_SNDMORE | flags) != -1
     &&  zmq_send (pub, buf.data, buf.size, flags) != -1)
         rc = 0;
     if (buf.data != small)
