@@ -442,7 +442,7 @@ s_call (dq_client_t *self, dq_msg_t *req, dq_cmd_t expect, int timeout_ms,
     size_t size;
     if (dq_msg_encode (req, &data, &size))
         return s_fail (self, DQ_ERR_TOO_BIG, "%s request is over a protocol "
-                       "limit (strings 4096 bytes, payloads 64 MiB, ids 256, "
+                       "limit (ids, names and keys 256 bytes, errors 4096, payloads 64 MiB, "
                        "messages 256 MiB)", dq_cmd_str (req->cmd));
     s_body_t *body = s_body_new (data, size);
     if (!body) {

@@ -155,12 +155,24 @@ s_w_bool (s_w_t *w, const char *key, bool v)
         msgpack_pack_true (w->pk);
 }
 
+//  The longest string a field may carry: the decoder's cap for it, so
+//  what encodes also decodes.
+static size_t
+s_str_max (const char *key)
+{
+    if (strcmp (key, "error") == 0 || strcmp (key, "message") == 0)
+        return DQ_PROTO_STR_MAX;
+    if (strcmp (key, "type") == 0 || strcmp (key, "types") == 0)
+        return DQ_PROTO_TYPE_MAX;
+    return DQ_PROTO_NAME_MAX;
+}
+
 static void
 s_w_str (s_w_t *w, const char *key, const char *v)
 {
     if (!v)
         return;
-    if (strlen (v) > DQ_PROTO_STR_MAX) {
+    if (strlen (v) > s_str_max (key)) {
         w->too_big = true;      //  the body is dropped: skip the copy
         return;
     }
@@ -197,7 +209,7 @@ s_w_strs (s_w_t *w, const char *key, const char **v, uint32_t n)
     if (s_w_field (w, key)) {
         msgpack_pack_array (w->pk, n);
         for (uint32_t i = 0; i < n; i++) {
-            if (v [i] && strlen (v [i]) > DQ_PROTO_STR_MAX)
+            if (v [i] && strlen (v [i]) > s_str_max (key))
                 w->too_big = true;
             s_str (w->pk, v [i]? v [i]: "");
         }
@@ -1124,7 +1136,7 @@ s_dep_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
             return s_fail (d, DQ_ERR_INVALID, "field '%s' must be >= 0", "idx");
         return 0;
     }
-    if (KEY ("id"))             return s_get_str (d, v, "id", 256, &dep->id);
+    if (KEY ("id"))             return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &dep->id);
     if (KEY ("run_on_failure")) return s_get_bool (d, v, "run_on_failure", &dep->run_on_failure);
     return s_skip (d, v);
 }
@@ -1135,9 +1147,9 @@ s_jobspec_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     dq_jobspec_t *j = out;
     if (KEY ("type"))         return s_get_type (d, v, &j->type);
     if (KEY ("payload"))      return s_get_bin (d, v, "payload", &j->payload, &j->payload_size);
-    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &j->content_type);
-    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &j->name);
-    if (KEY ("key"))          return s_get_str (d, v, "key", 256, &j->key);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", DQ_PROTO_NAME_MAX, &j->content_type);
+    if (KEY ("name"))         return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &j->name);
+    if (KEY ("key"))          return s_get_str (d, v, "key", DQ_PROTO_NAME_MAX, &j->key);
     if (KEY ("priority"))     return s_get_i32 (d, v, "priority", &j->priority);
     if (KEY ("attempts"))     return s_get_u32 (d, v, "attempts", &j->attempts);
     if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &j->timeout_ms);
@@ -1174,8 +1186,8 @@ static int
 s_parent_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_parent_t *p = out;
-    if (KEY ("id"))     return s_get_str (d, v, "id", 256, &p->id);
-    if (KEY ("name"))   return s_get_str (d, v, "name", 256, &p->name);
+    if (KEY ("id"))     return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &p->id);
+    if (KEY ("name"))   return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &p->name);
     if (KEY ("output")) return s_get_bin (d, v, "output", &p->output, &p->output_size);
     return s_skip (d, v);
 }
@@ -1184,10 +1196,10 @@ static int
 s_task_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_task_rec_t *t = out;
-    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &t->id);
+    if (KEY ("id"))           return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &t->id);
     if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &t->type);
     if (KEY ("payload"))      return s_get_bin (d, v, "payload", &t->payload, &t->payload_size);
-    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &t->content_type);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", DQ_PROTO_NAME_MAX, &t->content_type);
     if (KEY ("attempt"))      return s_get_u32 (d, v, "attempt", &t->attempt);
     if (KEY ("timeout_ms"))   return s_get_u32 (d, v, "timeout_ms", &t->timeout_ms);
     if (KEY ("parents"))
@@ -1200,12 +1212,12 @@ static int
 s_result_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_result_rec_t *r = out;
-    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &r->id);
+    if (KEY ("id"))           return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &r->id);
     if (KEY ("attempt"))      return s_get_u32 (d, v, "attempt", &r->attempt);
     if (KEY ("ok"))           return s_get_bool (d, v, "ok", &r->ok);
     if (KEY ("output"))       return s_get_bin (d, v, "output", &r->output, &r->output_size);
     if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &r->error);
-    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &r->content_type);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", DQ_PROTO_NAME_MAX, &r->content_type);
     return s_skip (d, v);
 }
 
@@ -1223,20 +1235,20 @@ static int
 s_jobinfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_jobinfo_t *j = out;
-    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &j->id);
+    if (KEY ("id"))           return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &j->id);
     if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &j->type);
-    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &j->name);
-    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", 256, &j->dag_id);
+    if (KEY ("name"))         return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &j->name);
+    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", DQ_PROTO_NAME_MAX, &j->dag_id);
     if (KEY ("state"))        return s_state_field (d, v, &j->state);
     if (KEY ("priority"))     return s_get_i32 (d, v, "priority", &j->priority);
     if (KEY ("attempts"))     return s_get_u32 (d, v, "attempts", &j->attempts);
     if (KEY ("max_attempts")) return s_get_u32 (d, v, "max_attempts", &j->max_attempts);
-    if (KEY ("worker"))       return s_get_str (d, v, "worker", 256, &j->worker);
+    if (KEY ("worker"))       return s_get_str (d, v, "worker", DQ_PROTO_NAME_MAX, &j->worker);
     if (KEY ("created_ms"))   return s_get_u64 (d, v, "created_ms", UINT64_MAX, &j->created_ms);
     if (KEY ("started_ms"))   return s_get_u64 (d, v, "started_ms", UINT64_MAX, &j->started_ms);
     if (KEY ("finished_ms"))  return s_get_u64 (d, v, "finished_ms", UINT64_MAX, &j->finished_ms);
     if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &j->error);
-    if (KEY ("skipped_by"))   return s_get_str (d, v, "skipped_by", 256, &j->skipped_by);
+    if (KEY ("skipped_by"))   return s_get_str (d, v, "skipped_by", DQ_PROTO_NAME_MAX, &j->skipped_by);
     if (KEY ("output_size")) {
         uint64_t n;
         if (s_get_u64 (d, v, "output_size", UINT64_MAX, &n))
@@ -1246,7 +1258,7 @@ s_jobinfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     }
     if (KEY ("parent_ids")) {
         uint32_t n;
-        if (s_get_strs (d, v, "parent_ids", DQ_PROTO_DEPS_MAX, 256, &j->parent_ids, &n))
+        if (s_get_strs (d, v, "parent_ids", DQ_PROTO_DEPS_MAX, DQ_PROTO_NAME_MAX, &j->parent_ids, &n))
             return -1;
         if (j->parent_states && n != j->nparents)
             return s_fail (d, DQ_ERR_INVALID, "field '%s' length mismatch", "parent_ids");
@@ -1294,9 +1306,9 @@ static int
 s_workerinfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_workerinfo_t *w = out;
-    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &w->id);
-    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &w->name);
-    if (KEY ("host"))         return s_get_str (d, v, "host", 256, &w->host);
+    if (KEY ("id"))           return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &w->id);
+    if (KEY ("name"))         return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &w->name);
+    if (KEY ("host"))         return s_get_str (d, v, "host", DQ_PROTO_NAME_MAX, &w->host);
     if (KEY ("pid"))          return s_get_u32 (d, v, "pid", &w->pid);
     if (KEY ("capacity"))     return s_get_u32 (d, v, "capacity", &w->capacity);
     if (KEY ("inflight"))     return s_get_u32 (d, v, "inflight", &w->inflight);
@@ -1312,8 +1324,8 @@ static int
 s_daginfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_daginfo_t *g = out;
-    if (KEY ("id"))          return s_get_str (d, v, "id", 256, &g->id);
-    if (KEY ("name"))        return s_get_str (d, v, "name", 256, &g->name);
+    if (KEY ("id"))          return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &g->id);
+    if (KEY ("name"))        return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &g->name);
     if (KEY ("state"))       return s_state_field (d, v, &g->state);
     if (KEY ("total"))       return s_get_u32 (d, v, "total", &g->total);
     if (KEY ("waiting"))     return s_get_u32 (d, v, "waiting", &g->waiting);
@@ -1333,18 +1345,18 @@ s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
     dq_msg_t *m = out;
     if (KEY ("rid"))          return s_get_u64 (d, v, "rid", UINT64_MAX, &m->rid);
-    if (KEY ("id"))           return s_get_str (d, v, "id", 256, &m->id);
+    if (KEY ("id"))           return s_get_str (d, v, "id", DQ_PROTO_NAME_MAX, &m->id);
     if (KEY ("ids"))
-        return s_get_strs (d, v, "ids", DQ_PROTO_ARRAY_MAX, 256, &m->ids, &m->nids);
-    if (KEY ("key"))          return s_get_str (d, v, "key", 256, &m->key);
-    if (KEY ("dag_name"))     return s_get_str (d, v, "dag_name", 256, &m->dag_name);
-    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", 256, &m->dag_id);
+        return s_get_strs (d, v, "ids", DQ_PROTO_ARRAY_MAX, DQ_PROTO_NAME_MAX, &m->ids, &m->nids);
+    if (KEY ("key"))          return s_get_str (d, v, "key", DQ_PROTO_NAME_MAX, &m->key);
+    if (KEY ("dag_name"))     return s_get_str (d, v, "dag_name", DQ_PROTO_NAME_MAX, &m->dag_name);
+    if (KEY ("dag_id"))       return s_get_str (d, v, "dag_id", DQ_PROTO_NAME_MAX, &m->dag_id);
     if (KEY ("jobs"))
         return s_read_records (d, v, "jobs", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobspec_t),
                                s_jobspec_field, (void **) &m->jobs, &m->njobs);
     if (KEY ("payload"))      return s_get_bin (d, v, "payload", &m->payload, &m->payload_size);
     if (KEY ("type"))         return s_get_str (d, v, "type", DQ_PROTO_TYPE_MAX, &m->type);
-    if (KEY ("content_type")) return s_get_str (d, v, "content_type", 256, &m->content_type);
+    if (KEY ("content_type")) return s_get_str (d, v, "content_type", DQ_PROTO_NAME_MAX, &m->content_type);
     if (KEY ("output"))       return s_get_bin (d, v, "output", &m->output, &m->output_size);
     if (KEY ("error"))        return s_get_str (d, v, "error", DQ_PROTO_STR_MAX, &m->error);
     if (KEY ("state"))        return s_state_field (d, v, &m->state);
@@ -1366,19 +1378,19 @@ s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     if (KEY ("message"))      return s_get_str (d, v, "message", DQ_PROTO_STR_MAX, &m->message);
     if (KEY ("retry_ms"))     return s_get_u32 (d, v, "retry_ms", &m->retry_ms);
     if (KEY ("count"))        return s_get_u64 (d, v, "count", UINT64_MAX, &m->count);
-    if (KEY ("name"))         return s_get_str (d, v, "name", 256, &m->name);
-    if (KEY ("host"))         return s_get_str (d, v, "host", 256, &m->host);
+    if (KEY ("name"))         return s_get_str (d, v, "name", DQ_PROTO_NAME_MAX, &m->name);
+    if (KEY ("host"))         return s_get_str (d, v, "host", DQ_PROTO_NAME_MAX, &m->host);
     if (KEY ("pid"))          return s_get_u32 (d, v, "pid", &m->pid);
     if (KEY ("capacity"))     return s_get_u32 (d, v, "capacity", &m->capacity);
     if (KEY ("types"))
         return s_get_strs (d, v, "types", DQ_PROTO_TYPES_MAX, DQ_PROTO_TYPE_MAX,
                            &m->types, &m->ntypes);
     if (KEY ("running"))
-        return s_get_strs (d, v, "running", DQ_PROTO_ARRAY_MAX, 256, &m->running, &m->nrunning);
+        return s_get_strs (d, v, "running", DQ_PROTO_ARRAY_MAX, DQ_PROTO_NAME_MAX, &m->running, &m->nrunning);
     if (KEY ("heartbeat_ms")) return s_get_u32 (d, v, "heartbeat_ms", &m->heartbeat_ms);
     if (KEY ("liveness"))     return s_get_u32 (d, v, "liveness", &m->liveness);
-    if (KEY ("broker_id"))    return s_get_str (d, v, "broker_id", 256, &m->broker_id);
-    if (KEY ("worker_id"))    return s_get_str (d, v, "worker_id", 256, &m->worker_id);
+    if (KEY ("broker_id"))    return s_get_str (d, v, "broker_id", DQ_PROTO_NAME_MAX, &m->broker_id);
+    if (KEY ("worker_id"))    return s_get_str (d, v, "worker_id", DQ_PROTO_NAME_MAX, &m->worker_id);
     if (KEY ("infos")) {
         if (s_read_records (d, v, "infos", DQ_PROTO_ARRAY_MAX, sizeof (dq_jobinfo_t),
                             s_jobinfo_field, (void **) &m->infos, &m->ninfos))

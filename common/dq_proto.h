@@ -45,7 +45,8 @@ extern "C" {
 //  Hard limits of the wire format. Brokers may be configured lower.
 #define DQ_PROTO_BODY_MAX       (256u * 1024 * 1024)  //  one body frame
 #define DQ_PROTO_PAYLOAD_MAX    (64u * 1024 * 1024)   //  one payload/output
-#define DQ_PROTO_STR_MAX        4096                  //  any string field
+#define DQ_PROTO_STR_MAX        4096                  //  error and message texts
+#define DQ_PROTO_NAME_MAX       256                   //  ids, names, keys, other strings
 #define DQ_PROTO_TYPE_MAX       128                   //  job type name
 #define DQ_PROTO_ARRAY_MAX      (1u << 21)            //  any array (jobs per SUBMIT, ids...)
 #define DQ_PROTO_DEPS_MAX       4096                  //  deps of one job

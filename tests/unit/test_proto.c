@@ -1226,22 +1226,36 @@ test_proto_strings (void **state)
     memset (big, 'x', DQ_PROTO_STR_MAX + 1);
     big [DQ_PROTO_STR_MAX + 1] = 0;
 
-    //  id: 256 bytes fine, 257 too big (encoder allows up to STR_MAX).
+    //  id: NAME_MAX bytes fine, one more refused by both sides (what
+    //  encodes also decodes).
     dq_msg_t msg;
     dq_msg_init (&msg, DQ_CMD_RESULT);
-    big [256] = 0;
+    big [DQ_PROTO_NAME_MAX] = 0;
     msg.id = big;
     dq_msg_t *out = s_roundtrip (&msg);
-    assert_int_equal (strlen (out->id), 256);
+    assert_int_equal (strlen (out->id), DQ_PROTO_NAME_MAX);
     dq_msg_destroy (&out);
-    big [256] = 'x';
-    big [257] = 0;
+    big [DQ_PROTO_NAME_MAX] = 'x';
+    big [DQ_PROTO_NAME_MAX + 1] = 0;
     void *body;
     size_t size;
-    s_encode (&msg, &body, &size);
-    s_expect_fail (DQ_CMD_RESULT, body, size, DQ_ERR_TOO_BIG);
-    free (body);
-    big [257] = 'x';
+    assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
+    pack_t p;
+    s_pack_init (&p);
+    msgpack_pack_map (&p.pk, 1);
+    s_pk_str (&p.pk, "id");
+    s_pk_str (&p.pk, big);
+    s_expect_fail (DQ_CMD_RESULT, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
+    s_pack_fini (&p);
+    //  type: DQ_PROTO_TYPE_MAX; a worker's types likewise.
+    dq_msg_init (&msg, DQ_CMD_READY);
+    big [DQ_PROTO_TYPE_MAX + 1] = 0;
+    const char *types [1] = { big };
+    msg.types = types;
+    msg.ntypes = 1;
+    assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
+    big [DQ_PROTO_TYPE_MAX + 1] = 'x';
+    big [DQ_PROTO_NAME_MAX + 1] = 'x';
 
     //  error and message: STR_MAX fine, one more refused by both sides.
     dq_msg_init (&msg, DQ_CMD_ERROR);
@@ -1252,7 +1266,6 @@ test_proto_strings (void **state)
     dq_msg_destroy (&out);
     big [DQ_PROTO_STR_MAX] = 'x';
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
-    pack_t p;
     s_pack_init (&p);
     msgpack_pack_map (&p.pk, 1);
     s_pk_str (&p.pk, "error");
@@ -1267,9 +1280,15 @@ test_proto_strings (void **state)
     msg.nids = 2;
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
     big [300] = 0;
-    s_encode (&msg, &body, &size);
-    s_expect_fail (DQ_CMD_STATUS, body, size, DQ_ERR_TOO_BIG);
-    free (body);
+    assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
+    s_pack_init (&p);
+    msgpack_pack_map (&p.pk, 1);
+    s_pk_str (&p.pk, "ids");
+    msgpack_pack_array (&p.pk, 2);
+    s_pk_str (&p.pk, "ok");
+    s_pk_str (&p.pk, big);
+    s_expect_fail (DQ_CMD_STATUS, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
+    s_pack_fini (&p);
     free (big);
 
     //  Embedded NUL in text: refused wherever text is read.
