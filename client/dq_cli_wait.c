@@ -13,8 +13,7 @@
 #include <unistd.h>
 
 #define DQ_CLI_WAIT_POLL_FIRST  20      //  ms
-#define DQ_CLI_WAIT_POLL_MAX    1000    //  ms, for small DAGs
-#define DQ_CLI_WAIT_POLL_BIG    10000   //  ms, cap for huge DAGs
+#define DQ_CLI_WAIT_POLL_MAX    1000    //  ms
 #define DQ_CLI_WAIT_PLAIN_EVERY 5000    //  ms between lines when not a terminal
 #define DQ_CLI_WAIT_RATE_WINDOW 15000   //  ms of history for the rate
 #define DQ_CLI_WAIT_SAMPLES     64
@@ -217,13 +216,13 @@ dq_cli_wait_dag (dq_cli_t *cli, const char *cmd, const char *dag_id,
                           dag_id, (unsigned long long) done, total);
             return DQ_CLI_EXIT_TIMEOUT;
         }
-        //  Poll no more often than every 5 x the time a reply took.
-        int64_t cap = total > 100000? DQ_CLI_WAIT_POLL_BIG: DQ_CLI_WAIT_POLL_MAX;
+        //  Summary polls are small whatever the DAG's size; still, poll no
+        //  more often than every 5 x the time a reply took (a busy broker).
         int64_t pause = interval;
         if (pause < 5 * (t1 - t0))
             pause = 5 * (t1 - t0);
-        if (pause > cap)
-            pause = cap;
+        if (pause > DQ_CLI_WAIT_POLL_MAX)
+            pause = DQ_CLI_WAIT_POLL_MAX;
         if (deadline >= 0 && t1 + pause > deadline)
             pause = deadline - t1;
         dq_cli_sleep_ms (pause);
