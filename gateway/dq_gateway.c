@@ -1307,7 +1307,7 @@ s_jobinfo_json (const dq_jobinfo_t *info)
 }
 
 static json_t *
-s_daginfo_json (const dq_msg_t *reply)
+s_daginfo_json (const dq_msg_t *reply, bool summary)
 {
     const dq_daginfo_t *d = reply->dag;
     json_t *dag = json_object ();
@@ -1326,10 +1326,12 @@ s_daginfo_json (const dq_msg_t *reply)
     dag = s_json_set_time (dag, "created", d->created_ms);
     dag = s_json_set_time (dag, "finished", d->finished_ms);
     dag = s_json_set_url (dag, "status_url", "/v1/dags/", d->id, "");
+    json_t *o = s_json_set (json_object (), "dag", dag);
+    if (summary)
+        return o;
     json_t *jobs = json_array ();
     for (uint32_t i = 0; i < reply->ninfos; i++)
         jobs = s_json_push (jobs, s_jobinfo_json (&reply->infos [i]));
-    json_t *o = s_json_set (json_object (), "dag", dag);
     return s_json_set (o, "jobs", jobs);
 }
 
@@ -1723,7 +1725,7 @@ s_finish (s_req_t *req)
         case A_DAG_GET:
             if (!r->dag)
                 return s_error (req, 500, "internal", "broker answered no DAG");
-            return s_json_reply (req, 200, s_daginfo_json (r));
+            return s_json_reply (req, 200, s_daginfo_json (r, req->op.summary));
         case A_STATS:
             return s_json_reply (req, 200, s_stats_json (self, r));
         default:
@@ -1911,6 +1913,15 @@ s_dispatch (s_req_t *req)
             if (!s_is_dag_id (req->arg))
                 return s_error (req, 404, "not_found", "'%s' is not a DAG id", req->arg);
             req->op.id = req->arg;
+            if (req->action == A_DAG_GET) {
+                //  ?jobs=false: the counts only, cheap to poll on a big DAG.
+                const char *jobs = MHD_lookup_connection_value (req->con,
+                                       MHD_GET_ARGUMENT_KIND, "jobs");
+                if (jobs && strcmp (jobs, "true") && strcmp (jobs, "false"))
+                    return s_error (req, 400, "invalid",
+                                    "jobs must be true or false, not '%.64s'", jobs);
+                req->op.summary = jobs && !strcmp (jobs, "false");
+            }
             return s_hold (req, req->action == A_DAG_GET? DQ_GWOP_DAG: DQ_GWOP_CANCEL);
         case A_STATS:
             return s_hold (req, DQ_GWOP_STATS);

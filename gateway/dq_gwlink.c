@@ -444,6 +444,7 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
                 case DQ_GWOP_DAG:
                     dq_msg_init (&msg, DQ_CMD_DAG);
                     msg.id = op->id;
+                    msg.summary = op->summary;
                     break;
                 default:
                     s_call_fail (self, call, DQ_ERR_INTERNAL, 0, "unknown operation");

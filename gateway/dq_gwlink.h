@@ -76,6 +76,7 @@ struct _dq_gwop_t {
     const char *dag_name;       //  SUBMIT: non-NULL makes a DAG
     const char *key;            //  SUBMIT: submission key, NULL = generated
     const char *id;             //  STATUS RESULT CANCEL DAG
+    bool summary;               //  DAG: the counts only, no job list
     uint32_t wait_ms;           //  JOB: hold until terminal, up to this long
     uint32_t timeout_ms;        //  broker answer deadline; 0 = link default
     dq_gwop_done_fn *done;
