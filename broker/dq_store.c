@@ -95,12 +95,14 @@
 */
 
 #include "dq_store.h"
+#include "dq_log.h"
 #include "dq_proto.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -121,6 +123,7 @@
 //  Tuning: 32 MiB page cache, a checkpoint every ~16 MiB of WAL (4 KiB
 //  pages), the WAL truncated back to 64 MiB after a checkpoint, and up to
 //  5 s of waiting on a lock held by a reader (e.g. an operator's shell).
+//  Checkpoints run on a thread of their own (see s_checkpointer).
 #define DQ_STORE_CACHE_KIB 32768
 #define DQ_STORE_WAL_AUTOCHECKPOINT 4000
 #define DQ_STORE_JOURNAL_SIZE_LIMIT (64 * 1024 * 1024)
@@ -250,6 +253,14 @@ struct _dq_store_t {
     int upgraded_from;           //  format version upgraded at open, 0 = none
     bool failed;                 //  a write or commit failed: fail-stop
     char error [DQ_STORE_ERROR_MAX];  //  last error, "" if none
+    //  The checkpointer: its own connection and thread, woken by the WAL
+    //  hook of the read-write connection.
+    sqlite3 *ckpt_db;
+    pthread_t ckpt_thread;
+    bool ckpt_started;
+    pthread_mutex_t ckpt_lock;
+    pthread_cond_t ckpt_cond;
+    bool ckpt_wanted, ckpt_stop;
 };
 
 //  An empty byte, so a zero-length BLOB loads as (non-NULL, 0), unlike NULL.
@@ -867,6 +878,113 @@ s_prepare (dq_store_t *self)
 //  --------------------------------------------------------------------------
 //  Open, close
 
+//  Checkpoints copy the WAL into the database file and fsync it: tens of
+//  milliseconds for 16 MiB. Run in the commit path (SQLite's automatic
+//  checkpoint), they stalled the broker's loop and every reply waiting on
+//  it. Here a thread with its own connection runs PASSIVE checkpoints,
+//  which never block the writer; the writer's next transaction starts the
+//  WAL over once a checkpoint has copied all of it. A failed checkpoint
+//  loses nothing (the WAL still holds the data) and is tried again.
+static void *
+s_checkpointer (void *arg)
+{
+    dq_store_t *self = arg;
+    pthread_mutex_lock (&self->ckpt_lock);
+    while (true) {
+        while (!self->ckpt_wanted && !self->ckpt_stop)
+            pthread_cond_wait (&self->ckpt_cond, &self->ckpt_lock);
+        if (self->ckpt_stop)
+            break;
+        self->ckpt_wanted = false;
+        pthread_mutex_unlock (&self->ckpt_lock);
+        int rc = sqlite3_wal_checkpoint_v2 (self->ckpt_db, NULL,
+                                            SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (rc != SQLITE_OK && rc != SQLITE_BUSY)
+            dq_log_warn ("store - %s: checkpoint failed (%s); the WAL keeps the "
+                         "data and grows until one succeeds", self->path,
+                         sqlite3_errmsg (self->ckpt_db));
+        pthread_mutex_lock (&self->ckpt_lock);
+    }
+    pthread_mutex_unlock (&self->ckpt_lock);
+    return NULL;
+}
+
+//  Called by SQLite after each commit of the read-write connection, with
+//  the WAL's length in pages.
+static int
+s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
+{
+    (void) db;
+    (void) name;
+    dq_store_t *self = arg;
+    if (pages >= DQ_STORE_WAL_AUTOCHECKPOINT) {
+        pthread_mutex_lock (&self->ckpt_lock);
+        self->ckpt_wanted = true;
+        pthread_cond_signal (&self->ckpt_cond);
+        pthread_mutex_unlock (&self->ckpt_lock);
+    }
+    return SQLITE_OK;
+}
+
+//  Open the checkpointer's connection and start its thread; on failure the
+//  read-write connection keeps checkpointing by itself. 0 or -1.
+static int
+s_checkpointer_start (dq_store_t *self, dq_store_sync_t sync)
+{
+    static const char *sync_sql [] = {
+        [DQ_STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
+        [DQ_STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+        [DQ_STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
+    };
+    char sql [64];
+    snprintf (sql, sizeof sql, "PRAGMA journal_size_limit = %d",
+              DQ_STORE_JOURNAL_SIZE_LIMIT);
+    if (sqlite3_open_v2 (self->path, &self->ckpt_db,
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
+    ||  sqlite3_exec (self->ckpt_db, sync_sql [sync], NULL, NULL, NULL) != SQLITE_OK
+    ||  sqlite3_exec (self->ckpt_db, sql, NULL, NULL, NULL) != SQLITE_OK
+    ||  pthread_mutex_init (&self->ckpt_lock, NULL) != 0) {
+        sqlite3_close (self->ckpt_db);
+        self->ckpt_db = NULL;
+        return -1;
+    }
+    if (pthread_cond_init (&self->ckpt_cond, NULL) != 0) {
+        pthread_mutex_destroy (&self->ckpt_lock);
+        sqlite3_close (self->ckpt_db);
+        self->ckpt_db = NULL;
+        return -1;
+    }
+    if (pthread_create (&self->ckpt_thread, NULL, s_checkpointer, self) != 0) {
+        pthread_cond_destroy (&self->ckpt_cond);
+        pthread_mutex_destroy (&self->ckpt_lock);
+        sqlite3_close (self->ckpt_db);
+        self->ckpt_db = NULL;
+        return -1;
+    }
+    self->ckpt_started = true;
+    //  Replaces SQLite's automatic checkpoint (which is a WAL hook too).
+    sqlite3_wal_hook (self->db, s_wal_hook, self);
+    return 0;
+}
+
+static void
+s_checkpointer_stop (dq_store_t *self)
+{
+    if (!self->ckpt_started)
+        return;
+    sqlite3_wal_hook (self->db, NULL, NULL);
+    pthread_mutex_lock (&self->ckpt_lock);
+    self->ckpt_stop = true;
+    pthread_cond_signal (&self->ckpt_cond);
+    pthread_mutex_unlock (&self->ckpt_lock);
+    pthread_join (self->ckpt_thread, NULL);
+    pthread_cond_destroy (&self->ckpt_cond);
+    pthread_mutex_destroy (&self->ckpt_lock);
+    sqlite3_close (self->ckpt_db);
+    self->ckpt_db = NULL;
+    self->ckpt_started = false;
+}
+
 dq_store_t *
 dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size)
 {
@@ -964,6 +1082,9 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
         goto failed;
     }
     self->page_size = strtoull (value, NULL, 10);
+    if (s_checkpointer_start (self, sync))
+        dq_log_warn ("store - %s: no checkpoint thread; checkpoints run in the "
+                     "commit path", self->path);
     return self;
 
 failed:
@@ -977,6 +1098,7 @@ dq_store_close (dq_store_t **self_p)
     if (!self_p || !*self_p)
         return;
     dq_store_t *self = *self_p;
+    s_checkpointer_stop (self);
     if (self->db) {
         //  A failed store's transaction was already rolled back; a healthy
         //  one's is committed, as the header promises

@@ -737,6 +737,48 @@ test_store_commit_groups_writes (void **state)
     dq_store_close (&store);
 }
 
+//  Checkpoints run on their own thread, woken by the WAL hook that replaces
+//  SQLite's automatic checkpoint: once the WAL passes the threshold, pages
+//  reach the database file while the store stays open.
+static void
+test_store_checkpoints_in_background (void **state)
+{
+    fixture_t *fx = *state;
+    dq_store_t *store = s_open (fx);
+    assert_int_equal (dq_store_commit (store), 0);
+    struct stat st;
+    assert_int_equal (stat (fx->db, &st), 0);
+    off_t before = st.st_size;
+    //  ~24 MiB of payloads in commits of 100 jobs: past the 16 MiB mark.
+    static char payload [4096];
+    memset (payload, 'p', sizeof payload);
+    for (uint64_t id = 1; id <= 6000; id++) {
+        dq_store_job_t job = s_plain_job (id);
+        job.payload = payload;
+        job.payload_size = sizeof payload;
+        assert_int_equal (dq_store_put_job (store, &job), 0);
+        if (id % 100 == 0)
+            assert_int_equal (dq_store_commit (store), 0);
+    }
+    //  Wait (generously) for the checkpointer to copy pages over.
+    bool grew = false;
+    for (int i = 0; i < 6000 && !grew; i++) {
+        assert_int_equal (stat (fx->db, &st), 0);
+        grew = st.st_size > before + (8 << 20);
+        if (!grew)
+            usleep (10 * 1000);
+    }
+    assert_true (grew);
+    //  Writing goes on while and after it checkpoints; everything is there.
+    dq_store_job_t job = s_plain_job (6001);
+    assert_int_equal (dq_store_put_job (store, &job), 0);
+    assert_int_equal (dq_store_commit (store), 0);
+    sqlite3 *reader = s_reader (fx);
+    assert_int_equal (s_count (reader, "SELECT count(*) FROM jobs"), 6001);
+    sqlite3_close (reader);
+    dq_store_close (&store);
+}
+
 static void
 test_store_lock_refuses_second_open (void **state)
 {
@@ -1366,6 +1408,8 @@ main (void)
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_meta_get_set, setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_commit_groups_writes,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_checkpoints_in_background,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_lock_refuses_second_open,
                                          setup, teardown),
