@@ -742,6 +742,13 @@ s_pragma (dq_store_t *self, const char *sql, char *out, size_t out_size)
     return result;
 }
 
+//  The synchronous pragma of each sync mode, for both connections.
+static const char *s_sync_sql [] = {
+    [DQ_STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
+    [DQ_STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
+    [DQ_STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
+};
+
 static int
 s_configure (dq_store_t *self, dq_store_sync_t sync)
 {
@@ -753,13 +760,8 @@ s_configure (dq_store_t *self, dq_store_sync_t sync)
                      self->path, value);
         return -1;
     }
-    static const char *sync_sql [] = {
-        [DQ_STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
-        [DQ_STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-        [DQ_STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
-    };
     char sql [96];
-    if (s_pragma (self, sync_sql [sync], NULL, 0))
+    if (s_pragma (self, s_sync_sql [sync], NULL, 0))
         return -1;
     snprintf (sql, sizeof sql, "PRAGMA cache_size = -%d", DQ_STORE_CACHE_KIB);
     if (s_pragma (self, sql, NULL, 0))
@@ -936,40 +938,32 @@ s_wal_hook (void *arg, sqlite3 *db, const char *name, int pages)
 static int
 s_checkpointer_start (dq_store_t *self, dq_store_sync_t sync)
 {
-    static const char *sync_sql [] = {
-        [DQ_STORE_SYNC_FULL] = "PRAGMA synchronous = FULL",
-        [DQ_STORE_SYNC_NORMAL] = "PRAGMA synchronous = NORMAL",
-        [DQ_STORE_SYNC_OFF] = "PRAGMA synchronous = OFF",
-    };
     char sql [64];
     snprintf (sql, sizeof sql, "PRAGMA journal_size_limit = %d",
               DQ_STORE_JOURNAL_SIZE_LIMIT);
     if (sqlite3_open_v2 (self->path, &self->ckpt_db,
                          SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK
-    ||  sqlite3_exec (self->ckpt_db, sync_sql [sync], NULL, NULL, NULL) != SQLITE_OK
+    ||  sqlite3_exec (self->ckpt_db, s_sync_sql [sync], NULL, NULL, NULL) != SQLITE_OK
     ||  sqlite3_exec (self->ckpt_db, sql, NULL, NULL, NULL) != SQLITE_OK
-    ||  pthread_mutex_init (&self->ckpt_lock, NULL) != 0) {
-        sqlite3_close (self->ckpt_db);
-        self->ckpt_db = NULL;
-        return -1;
-    }
-    if (pthread_cond_init (&self->ckpt_cond, NULL) != 0) {
-        pthread_mutex_destroy (&self->ckpt_lock);
-        sqlite3_close (self->ckpt_db);
-        self->ckpt_db = NULL;
-        return -1;
-    }
-    if (pthread_create (&self->ckpt_thread, NULL, s_checkpointer, self) != 0) {
-        pthread_cond_destroy (&self->ckpt_cond);
-        pthread_mutex_destroy (&self->ckpt_lock);
-        sqlite3_close (self->ckpt_db);
-        self->ckpt_db = NULL;
-        return -1;
-    }
+    ||  pthread_mutex_init (&self->ckpt_lock, NULL) != 0)
+        goto no_lock;
+    if (pthread_cond_init (&self->ckpt_cond, NULL) != 0)
+        goto no_cond;
+    if (pthread_create (&self->ckpt_thread, NULL, s_checkpointer, self) != 0)
+        goto no_thread;
     self->ckpt_started = true;
     //  Replaces SQLite's automatic checkpoint (which is a WAL hook too).
     sqlite3_wal_hook (self->db, s_wal_hook, self);
     return 0;
+
+no_thread:
+    pthread_cond_destroy (&self->ckpt_cond);
+no_cond:
+    pthread_mutex_destroy (&self->ckpt_lock);
+no_lock:
+    sqlite3_close (self->ckpt_db);
+    self->ckpt_db = NULL;
+    return -1;
 }
 
 static void
