@@ -1446,9 +1446,11 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
                      "after --result-ttl)", msg->id);
         return;
     }
+    //  A summary lists no jobs: the loops below see none.
+    uint32_t listed = msg->summary? 0: dag->njobs;
     uint32_t n = 0;
     size_t nparents = 0;
-    for (uint32_t i = 0; i < dag->njobs && !msg->summary; i++) {
+    for (uint32_t i = 0; i < listed; i++) {
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
         if (job) {
             n++;
@@ -1463,7 +1465,7 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     assert (infos && bufs && pids && pstates && pbuf);
     size_t at = 0;
     uint32_t k = 0;
-    for (uint32_t i = 0; i < dag->njobs && !msg->summary; i++) {
+    for (uint32_t i = 0; i < listed; i++) {
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
         if (!job)
             continue;

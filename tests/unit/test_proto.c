@@ -1216,6 +1216,20 @@ test_proto_bad_frames (void **state)
     }
 }
 
+//  A body {key: value} built by hand (the encoder refuses it): the decoder
+//  must refuse it as too big too.
+static void
+s_expect_str_too_big (dq_cmd_t cmd, const char *key, const char *value)
+{
+    pack_t p;
+    s_pack_init (&p);
+    msgpack_pack_map (&p.pk, 1);
+    s_pk_str (&p.pk, key);
+    s_pk_str (&p.pk, value);
+    s_expect_fail (cmd, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
+    s_pack_fini (&p);
+}
+
 //  Text fields: limits, NUL bytes. Bytes fields may hold anything.
 static void
 test_proto_strings (void **state)
@@ -1240,13 +1254,7 @@ test_proto_strings (void **state)
     void *body;
     size_t size;
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
-    pack_t p;
-    s_pack_init (&p);
-    msgpack_pack_map (&p.pk, 1);
-    s_pk_str (&p.pk, "id");
-    s_pk_str (&p.pk, big);
-    s_expect_fail (DQ_CMD_RESULT, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
-    s_pack_fini (&p);
+    s_expect_str_too_big (DQ_CMD_RESULT, "id", big);
     //  type: DQ_PROTO_TYPE_MAX; a worker's types likewise.
     dq_msg_init (&msg, DQ_CMD_READY);
     big [DQ_PROTO_TYPE_MAX + 1] = 0;
@@ -1266,12 +1274,7 @@ test_proto_strings (void **state)
     dq_msg_destroy (&out);
     big [DQ_PROTO_STR_MAX] = 'x';
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
-    s_pack_init (&p);
-    msgpack_pack_map (&p.pk, 1);
-    s_pk_str (&p.pk, "error");
-    s_pk_str (&p.pk, big);
-    s_expect_fail (DQ_CMD_OUTPUT, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
-    s_pack_fini (&p);
+    s_expect_str_too_big (DQ_CMD_OUTPUT, "error", big);
 
     //  Strings inside arrays: too long, NUL.
     const char *ids [2] = { "ok", big };
@@ -1281,6 +1284,7 @@ test_proto_strings (void **state)
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
     big [300] = 0;
     assert_int_equal (dq_msg_encode (&msg, &body, &size), -1);
+    pack_t p;
     s_pack_init (&p);
     msgpack_pack_map (&p.pk, 1);
     s_pk_str (&p.pk, "ids");
