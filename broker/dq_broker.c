@@ -31,7 +31,7 @@
 
 #include "dq_dag.h"
 #include "dq_heap.h"
-#include "dq_idmap.h"
+#include "dq_seqmap.h"
 #include "dq_log.h"
 #include "dq_mem.h"
 #include "dq_proto.h"
@@ -81,8 +81,8 @@ struct _dq_broker_t {
     zactor_t *auth;          //  CURVE authenticator, or NULL
     zhashx_t *worker_keys;   //  with --curve-workers: keys allowed on the backend
     dq_store_t *store;       //  NULL with --memory
-    dq_idmap_t *jobs;        //  sequence -> dq_bjob_t (owned)
-    dq_idmap_t *dags;        //  sequence -> dq_bdag_t (owned)
+    dq_seqmap_t *jobs;       //  sequence -> dq_bjob_t (owned)
+    dq_seqmap_t *dags;       //  sequence -> dq_bdag_t (owned)
     zhashx_t *keys;          //  key -> s_key_t (owned)
     zlistx_t *key_order;     //  s_key_t in creation order, for expiry
     zlistx_t *pending_workers;  //  workers given jobs this turn
@@ -186,7 +186,7 @@ s_parse_id (dq_broker_t *self, const char *id, bool *is_dag, uint64_t *seq,
 static dq_bjob_t *
 s_job (dq_broker_t *self, uint64_t seq)
 {
-    return dq_idmap_get (self->jobs, seq);
+    return dq_seqmap_get (self->jobs, seq);
 }
 
 static dq_bjob_t *
@@ -718,7 +718,7 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
     if (self->store && dq_store_delete_job (self->store, job->node.id))
         s_store_fail (self, "deleting an expired job");
     dq_dag_forget (self->dag, &job->node);
-    dq_idmap_remove (self->jobs, job->node.id);
+    dq_seqmap_remove (self->jobs, job->node.id);
     free (job->payload);
     free (job->output);
     free (job->error);
@@ -731,7 +731,7 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
     if (dag && --dag->alive == 0) {
         if (self->store && dq_store_delete_dag (self->store, dag->seq))
             s_store_fail (self, "deleting an expired DAG");
-        dq_idmap_remove (self->dags, dag->seq);
+        dq_seqmap_remove (self->dags, dag->seq);
         free (dag->name);
         free (dag->jobs);
         free (dag->slab);
@@ -899,7 +899,7 @@ s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     }
     if (found == msg->njobs && n == msg->njobs)
         s_reply_submitted (self, peer, msg->rid, jobs, n,
-                           k->dag? dq_idmap_get (self->dags, k->dag): NULL);
+                           k->dag? dq_seqmap_get (self->dags, k->dag): NULL);
     else
         REPLY_ERROR (DQ_ERR_INVALID, 0,
                      "idempotency key '%s' was used for a different submission "
@@ -1024,7 +1024,11 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         //  job, and neighbours in memory as in the graph's numbering.
         dag->slab = dq_mem_calloc (n, sizeof (dq_bjob_t));
         assert (dag->jobs && dag->slab);
-        dq_idmap_put (self->dags, dag->seq, dag);
+        //  Sequences are fresh and consecutive: only memory can fail.
+        if (dq_seqmap_put (self->dags, dag->seq, dag)) {
+            dq_log_error ("out of memory adding a DAG");
+            abort ();
+        }
         if (self->store) {
             dq_store_dag_t rec = { dag->seq, dag->name, msg->key, dag->created_ms };
             if (dq_store_put_dag (self->store, &rec))
@@ -1089,7 +1093,10 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
             if (pseq)
                 pseq [k] = p->node.id;
         }
-        dq_idmap_put (self->jobs, job->node.id, job);
+        if (dq_seqmap_put (self->jobs, job->node.id, job)) {
+            dq_log_error ("out of memory adding a job");
+            abort ();
+        }
         self->unfinished++;
         self->unfinished_bytes += job->payload_size;
         s_set_state (self, job, DQ_STATE_WAITING);
@@ -1340,7 +1347,7 @@ s_handle_cancel (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     }
     uint64_t count = 0;
     if (is_dag) {
-        dq_bdag_t *dag = dq_idmap_get (self->dags, seq);
+        dq_bdag_t *dag = dq_seqmap_get (self->dags, seq);
         if (!dag) {
             REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "DAG '%.64s' not found", msg->id);
             return;
@@ -1415,7 +1422,7 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.rid = msg->rid;
     reply.broker_id = self->broker_id;
     reply.uptime_ms = self->now - self->started_ms;
-    reply.jobs_total = dq_idmap_size (self->jobs);
+    reply.jobs_total = dq_seqmap_size (self->jobs);
     reply.queued_bytes = self->unfinished_bytes;
     reply.workers_total = nw;
     reply.dispatch_hist = self->dispatch_hist;
@@ -1440,7 +1447,7 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "%s", is_dag? why: "not a DAG id");
         return;
     }
-    dq_bdag_t *dag = dq_idmap_get (self->dags, seq);
+    dq_bdag_t *dag = dq_seqmap_get (self->dags, seq);
     if (!dag) {
         REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "DAG '%.64s' not found (unknown, or expired "
                      "after --result-ttl)", msg->id);
@@ -2111,7 +2118,12 @@ s_load_dag (void *arg, const dq_store_dag_t *d)
     dag->seq = d->id;
     dag->name = d->name? strdup (d->name): NULL;
     dag->created_ms = d->created_ms;
-    dq_idmap_put (self->dags, dag->seq, dag);
+    if (dq_seqmap_put (self->dags, dag->seq, dag)) {
+        dq_log_error ("store - DAG id %" PRIu64 " is out of range", d->id);
+        free (dag->name);
+        free (dag);
+        return -1;
+    }
     if (d->id >= self->next_seq)
         self->next_seq = d->id + 1;
     return 0;
@@ -2130,13 +2142,21 @@ s_load_job (void *arg, const dq_store_job_t *r)
                           .priority = r->priority, .attempts = r->max_attempts,
                           .timeout_ms = r->timeout_ms };
     dq_bjob_t *job = s_job_new (self, r->id, type, &spec, NULL);
+    if (dq_seqmap_put (self->jobs, job->node.id, job)) {
+        dq_log_error ("store - job id %" PRIu64 " is out of range", r->id);
+        free (job->payload);
+        free (job->name);
+        free (job->content_type);
+        free (job);
+        return -1;
+    }
     job->created_ms = r->created_ms;
     job->started_ms = r->started_ms;
     job->run_at_ms = r->run_at_ms;
     job->attempts = (uint16_t) r->attempts;
     job->error = r->error? strdup (r->error): NULL;
     if (r->dag) {
-        job->dag = dq_idmap_get (self->dags, r->dag);
+        job->dag = dq_seqmap_get (self->dags, r->dag);
         if (job->dag) {
             dq_bdag_t *dag = job->dag;
             uint64_t *jobs = realloc (dag->jobs, (dag->njobs + 1) * sizeof (uint64_t));
@@ -2146,7 +2166,6 @@ s_load_job (void *arg, const dq_store_job_t *r)
             dag->alive++;
         }
     }
-    dq_idmap_put (self->jobs, job->node.id, job);
     if (r->id >= self->next_seq)
         self->next_seq = r->id + 1;
     bool terminal = dq_state_is_terminal (r->state);
@@ -2216,17 +2235,17 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
         self->next_seq = stored;
     free (seq);
     //  DAGs that finished before the restart keep their finish time.
-    size_t cursor = 0;
+    uint64_t cursor = 0;
     dq_bdag_t *dag;
-    while ((dag = dq_idmap_next (self->dags, &cursor, NULL))) {
+    while ((dag = dq_seqmap_next (self->dags, &cursor, NULL))) {
         uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]
                       + dag->counts [DQ_STATE_CANCELLED] + dag->counts [DQ_STATE_SKIPPED];
         if (done == dag->njobs)
             dag->finished_ms = dag->created_ms;
     }
     dq_log_info ("store - loaded jobs=%zu unfinished=%" PRIu64 " dags=%zu keys=%zu "
-                 "in %" PRIu64 " ms", dq_idmap_size (self->jobs), self->unfinished,
-                 dq_idmap_size (self->dags), zhashx_size (self->keys),
+                 "in %" PRIu64 " ms", dq_seqmap_size (self->jobs), self->unfinished,
+                 dq_seqmap_size (self->dags), zhashx_size (self->keys),
                  dq_mono_ms () - t0);
     return 0;
 }
@@ -2326,8 +2345,8 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
         return NULL;
     }
     self->cfg = *cfg;
-    self->jobs = dq_idmap_new ();
-    self->dags = dq_idmap_new ();
+    self->jobs = dq_seqmap_new ();
+    self->dags = dq_seqmap_new ();
     self->keys = zhashx_new ();
     self->key_order = zlistx_new ();
     self->pending_workers = zlistx_new ();
@@ -2589,9 +2608,9 @@ dq_broker_destroy (dq_broker_t **self_p)
     free (self->out);
     free (self->evs);
     if (self->jobs) {
-        size_t cursor = 0;
+        uint64_t cursor = 0;
         dq_bjob_t *job;
-        while ((job = dq_idmap_next (self->jobs, &cursor, NULL))) {
+        while ((job = dq_seqmap_next (self->jobs, &cursor, NULL))) {
             dq_dag_drop (&job->node);
             free (job->payload);
             free (job->output);
@@ -2601,18 +2620,18 @@ dq_broker_destroy (dq_broker_t **self_p)
             if (!job->in_slab)
                 free (job);         //  else freed with its DAG, below
         }
-        dq_idmap_destroy (&self->jobs);
+        dq_seqmap_destroy (&self->jobs);
     }
     if (self->dags) {
-        size_t cursor = 0;
+        uint64_t cursor = 0;
         dq_bdag_t *dag;
-        while ((dag = dq_idmap_next (self->dags, &cursor, NULL))) {
+        while ((dag = dq_seqmap_next (self->dags, &cursor, NULL))) {
             free (dag->name);
             free (dag->jobs);
             free (dag->slab);
             free (dag);
         }
-        dq_idmap_destroy (&self->dags);
+        dq_seqmap_destroy (&self->dags);
     }
     zlistx_destroy (&self->key_order);
     zlistx_destroy (&self->pending_workers);
