@@ -35,7 +35,7 @@
 #define S_RID_STATUS     (1ULL << 63)
 
 typedef struct {
-    const char *frontend, *events, *type;
+    const char *frontend, *events, *type, *latency_file;
     uint64_t jobs, size, window, batch, rate, max_outstanding;
     uint64_t timeout_ms, idle_ms, wait_workers;
     bool verbose;
@@ -101,6 +101,8 @@ s_usage (FILE *out)
 "  --timeout SECONDS      give up after this long (default 300)\n"
 "  --idle-ms MS           no completion for this long: poll STATUS (default 2000)\n"
 "  --wait-workers N       first wait (up to 30 s) until N workers are connected\n"
+"  --latency-file PATH    write one line per job seen by event: microseconds from\n"
+"                         the start to its SUBMIT, and its latency (to find stalls)\n"
 "  -v, --verbose          progress on stderr every second\n"
 "  -h, --help             this help\n"
 "\n"
@@ -129,6 +131,7 @@ s_parse (int argc, char **argv, opts_t *o)
         { "timeout", required_argument, NULL, 'T' },
         { "idle-ms", required_argument, NULL, 'i' },
         { "wait-workers", required_argument, NULL, 'W' },
+        { "latency-file", required_argument, NULL, 'L' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -149,6 +152,7 @@ s_parse (int argc, char **argv, opts_t *o)
             case 'T': rc = dq_parse_seconds_ms (optarg, 86400, &o->timeout_ms); break;
             case 'i': rc = dq_parse_u64 (optarg, 10, 600000, &o->idle_ms); break;
             case 'W': rc = dq_parse_u64 (optarg, 0, 100000, &o->wait_workers); break;
+            case 'L': o->latency_file = optarg; break;
             case 'v': o->verbose = true; break;
             case 'h': s_usage (stdout); exit (0);
             default: s_usage (stderr); return -1;
@@ -515,6 +519,25 @@ s_pct (const uint64_t *v, size_t n, double q)
     return v [i];
 }
 
+//  One line per job seen by event: when its SUBMIT went out (µs from the
+//  start) and its latency (µs). Stalls show as runs of high latencies.
+static void
+s_write_latencies (bench_t *self, const char *path)
+{
+    FILE *file = fopen (path, "w");
+    if (!file) {
+        fprintf (stderr, "bench_throughput: cannot write %s: %s\n", path, strerror (errno));
+        return;
+    }
+    for (uint64_t i = 0; i < self->o.jobs; i++)
+        if (self->done [i] == 1)
+            fprintf (file, "%" PRIu64 " %" PRIu64 "\n",
+                     (self->batches [i / self->o.batch].send_ns - self->t0_ns) / 1000,
+                     self->lat_ns [i] / 1000);
+    if (fclose (file))
+        fprintf (stderr, "bench_throughput: cannot write %s: %s\n", path, strerror (errno));
+}
+
 static int
 s_report (bench_t *self, bool timed_out)
 {
@@ -535,6 +558,8 @@ s_report (bench_t *self, bool timed_out)
             if (self->broker_us [i])
                 blat [nb++] = self->broker_us [i];
         }
+    if (o->latency_file)
+        s_write_latencies (self, o->latency_file);
     if (lat)
         qsort (lat, n, sizeof *lat, s_cmp_u64);
     if (blat)
