@@ -28,6 +28,8 @@
 #   BENCH_BUILD_DIR    build tree (default <repo>/build-bench-gateway)
 #   BENCH_SKIP_BUILD=1 use the binaries already in BENCH_BUILD_DIR
 #   BENCH_GATEWAY_ARGS extra dagq-gateway options (e.g. "--threads 1")
+#   BENCH_SYNC         the broker's --sync (default full, which the targets
+#                      are about; normal or off show what the fsync costs)
 #   BENCH_KEEP=1       keep the temp dir (logs) and print its path
 set -euo pipefail
 
@@ -113,7 +115,7 @@ wait_http() {   # URL: until it answers (20 s)
 
 # --- start everything ------------------------------------------------------------
 # NAMES[i] labels PIDS[i] in the CPU accounting.
-"$BUILD/broker/dagq-broker" --data-dir "$TMP/data" --sync full \
+"$BUILD/broker/dagq-broker" --data-dir "$TMP/data" --sync "${BENCH_SYNC:-full}" \
     --frontend "tcp://127.0.0.1:$FE" --backend "tcp://127.0.0.1:$BE" \
     --events "tcp://127.0.0.1:$EV" --log-level warn >"$TMP/broker.log" 2>&1 &
 PIDS+=($!)
@@ -174,7 +176,7 @@ stats() {   # the gateway's /v1/stats, or {}
     curl -s "http://127.0.0.1:$GW/v1/stats" || echo '{}'
 }
 
-say "bare libmicrohttpd server and dagq-gateway (broker --sync full, 1 worker):"
+say "bare libmicrohttpd server and dagq-gateway (broker --sync ${BENCH_SYNC:-full}, 1 worker):"
 say "  $RUNS runs of ${SECONDS_RUN} s each, alternating, $CONNS connections, ${WRK_BODY_BYTES}-byte bodies"
 for r in $(seq 1 "$RUNS"); do
     warm=0

@@ -65,6 +65,12 @@ typedef struct {
     char type [DQ_PROTO_TYPE_MAX + 1];
 } s_evslot_t;
 
+//  The end of a commit's messages in the out queue, and that commit.
+typedef struct {
+    size_t end;
+    uint64_t n;
+} s_mark_t;
+
 //  An idempotency key: the jobs its first submission created.
 typedef struct {
     char *key;
@@ -106,6 +112,11 @@ struct _dq_broker_t {
     size_t nout, out_cap;
     s_evslot_t *evs;         //  the events of the out queue
     size_t nevs, evs_cap;
+    //  Committed messages waiting for their commit to reach the disk (with
+    //  the store's syncer): out [0, marks [i].end) needs commit marks [i].n.
+    s_mark_t *marks;
+    size_t nmarks, marks_cap;
+    int sync_fd;             //  the store's syncer, -1 if commits sync
     uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
     uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
     volatile sig_atomic_t stopping;
@@ -389,10 +400,12 @@ s_undo_dispatch (dq_broker_t *self, s_out_t *o)
     }
 }
 
+//  Send out [0, n) and drop it from the queue.
 static void
-s_flush (dq_broker_t *self)
+s_flush (dq_broker_t *self, size_t n)
 {
-    for (size_t i = 0; i < self->nout; i++) {
+    size_t events = 0;
+    for (size_t i = 0; i < n; i++) {
         s_out_t *o = &self->out [i];
         if (o->cmd == DQ_CMD_NONE) {
             s_evslot_t *e = &self->evs [o->body_size];
@@ -401,6 +414,7 @@ s_flush (dq_broker_t *self)
             e->ev.dag_id = *e->dag_id? e->dag_id: NULL;
             e->ev.type = *e->type? e->type: NULL;
             dq_event_send (&e->ev, o->sock, ZMQ_DONTWAIT);
+            events++;
             continue;
         }
         const char *cmd = dq_cmd_str (o->cmd);
@@ -419,9 +433,57 @@ s_flush (dq_broker_t *self)
         free (o->body);
         free (o->jobs);
     }
-    self->nout = 0;
-    self->nevs = 0;
+    //  What stays moves to the front; its events (queued in order, after
+    //  the ones sent) too.
+    memmove (self->out, self->out + n, (self->nout - n) * sizeof *self->out);
+    self->nout -= n;
+    if (events) {
+        memmove (self->evs, self->evs + events,
+                 (self->nevs - events) * sizeof *self->evs);
+        self->nevs -= events;
+        for (size_t i = 0; i < self->nout; i++)
+            if (self->out [i].cmd == DQ_CMD_NONE)
+                self->out [i].body_size -= events;
+    }
+    for (size_t i = 0; i < self->nmarks; i++)
+        self->marks [i].end -= n;
     //  Undone dispatches are queued again; the next turn hands them out.
+}
+
+//  The messages queued so far wait for commit number `commit`.
+static void
+s_mark (dq_broker_t *self, uint64_t commit)
+{
+    size_t last_end = self->nmarks? self->marks [self->nmarks - 1].end: 0;
+    if (self->nout == last_end)
+        return;                 //  nothing new
+    if (self->nmarks && self->marks [self->nmarks - 1].n == commit) {
+        self->marks [self->nmarks - 1].end = self->nout;
+        return;
+    }
+    if (self->nmarks == self->marks_cap) {
+        size_t cap = self->marks_cap? self->marks_cap * 2: 16;
+        s_mark_t *marks = realloc (self->marks, cap * sizeof *marks);
+        assert (marks);
+        self->marks = marks;
+        self->marks_cap = cap;
+    }
+    self->marks [self->nmarks++] = (s_mark_t) { self->nout, commit };
+}
+
+//  Send what waited for commits up to `durable`, in order.
+static void
+s_flush_durable (dq_broker_t *self, uint64_t durable)
+{
+    size_t k = 0;
+    while (k < self->nmarks && self->marks [k].n <= durable)
+        k++;
+    if (!k)
+        return;
+    size_t end = self->marks [k - 1].end;
+    memmove (self->marks, self->marks + k, (self->nmarks - k) * sizeof *self->marks);
+    self->nmarks -= k;
+    s_flush (self, end);
 }
 
 //  ---------------------------------------------------------------------------
@@ -2345,6 +2407,7 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
         return NULL;
     }
     self->cfg = *cfg;
+    self->sync_fd = -1;
     self->jobs = dq_seqmap_new ();
     self->dags = dq_seqmap_new ();
     self->keys = zhashx_new ();
@@ -2412,6 +2475,11 @@ dq_broker_new (const dq_broker_cfg_t *cfg, char *err, size_t err_size,
             goto fail;
         }
         self->stored_seq = self->next_seq;
+        //  --sync full: commits are synced by a thread, beside the loop.
+        self->sync_fd = dq_store_sync_async (self->store);
+        if (self->sync_fd == -1 && cfg->sync == DQ_STORE_SYNC_FULL)
+            dq_log_warn ("store - no sync thread (%s); each commit waits for "
+                         "its fsync", dq_store_error (self->store));
     }
     else {
         char hex [16];
@@ -2503,6 +2571,26 @@ dq_broker_stop (dq_broker_t *self)
     self->stopping = 1;
 }
 
+//  On the way out: wait until every commit with messages waiting is on
+//  disk, and send them. 0, or -1 if a sync failed.
+static int
+s_wait_durable (dq_broker_t *self)
+{
+    uint64_t need = self->marks [self->nmarks - 1].n, durable = 0;
+    if (dq_store_sync (self->store))
+        return -1;
+    while (true) {
+        if (dq_store_durable (self->store, &durable))
+            return -1;
+        if (durable >= need)
+            break;
+        zmq_pollitem_t item = { NULL, self->sync_fd, ZMQ_POLLIN, 0 };
+        zmq_poll (&item, 1, 1000);
+    }
+    s_flush_durable (self, durable);
+    return 0;
+}
+
 int
 dq_broker_run (dq_broker_t *self)
 {
@@ -2521,9 +2609,10 @@ dq_broker_run (dq_broker_t *self)
     zmq_pollitem_t items [] = {
         { self->be, 0, ZMQ_POLLIN, 0 },
         { self->fe, 0, ZMQ_POLLIN, 0 },
+        { NULL, self->sync_fd, ZMQ_POLLIN, 0 },
     };
     while (!self->stopping) {
-        int rc = zmq_poll (items, 2, s_poll_timeout (self));
+        int rc = zmq_poll (items, self->sync_fd == -1? 2: 3, s_poll_timeout (self));
         if (rc == -1 && errno != EINTR)
             break;
         self->now = dq_now_ms ();
@@ -2568,10 +2657,22 @@ dq_broker_run (dq_broker_t *self)
                     s_store_fail (self, "commit");
                 break;
             }
+            //  6. replies, ACKs, JOBs, events: each batch's once its commit
+            //  is on disk. With the syncer that is a later turn, and this
+            //  loop goes on meanwhile.
+            uint64_t durable;
+            s_mark (self, dq_store_commits (self->store));
+            if (dq_store_sync (self->store) || dq_store_durable (self->store, &durable)) {
+                s_store_fail (self, "fdatasync");
+                break;
+            }
+            s_flush_durable (self, durable);
         }
-        //  6. replies, ACKs, JOBs, events
-        s_flush (self);
+        else
+            s_flush (self, self->nout);
     }
+    if (!self->exit_code && self->nmarks && s_wait_durable (self))
+        s_store_fail (self, "fdatasync");
     if (self->exit_code) {
         //  Fail-stop: drop the queued replies unsent.
         for (size_t i = 0; i < self->nout; i++) {
@@ -2580,11 +2681,12 @@ dq_broker_run (dq_broker_t *self)
         }
         self->nout = 0;
         self->nevs = 0;
+        self->nmarks = 0;
         dq_log_error ("broker=%s - stopped after a store failure", self->broker_id);
         return self->exit_code;
     }
     dq_log_info ("broker=%s - stopping", self->broker_id);
-    s_flush (self);
+    s_flush (self, self->nout);
     return 0;
 }
 
@@ -2607,6 +2709,7 @@ dq_broker_destroy (dq_broker_t **self_p)
     }
     free (self->out);
     free (self->evs);
+    free (self->marks);
     if (self->jobs) {
         uint64_t cursor = 0;
         dq_bjob_t *job;

@@ -158,6 +158,31 @@ int
 int
     dq_store_commit (dq_store_t *self);
 
+//  Asynchronous syncs, for a store opened with DQ_STORE_SYNC_FULL: from now
+//  on dq_store_commit does not wait for the disk; a thread fdatasyncs the
+//  WAL behind the commits, and a commit is on disk once dq_store_durable
+//  reports it. Returns a file descriptor that becomes readable whenever a
+//  sync ends (poll it, then call dq_store_durable), or -1 (other sync
+//  modes, or no thread: commits keep syncing themselves, and
+//  dq_store_durable always reports every commit).
+int
+    dq_store_sync_async (dq_store_t *self);
+
+//  Commits so far (dq_store_commit calls that committed something).
+uint64_t
+    dq_store_commits (dq_store_t *self);
+
+//  Ask for every commit so far to be synced (a no-op without the syncer).
+//  0, or -1 if a sync failed (fail-stop).
+int
+    dq_store_sync (dq_store_t *self);
+
+//  Store in *durable how many of the commits are known to be on disk, and
+//  drain the descriptor of dq_store_sync_async. 0, or -1 if a sync failed
+//  (fail-stop: nothing after the last good sync may be acknowledged).
+int
+    dq_store_durable (dq_store_t *self, uint64_t *durable);
+
 //  Replay everything stored: keys, DAGs, then jobs in id order.
 int
     dq_store_load (dq_store_t *self, const dq_store_loader_t *loader);

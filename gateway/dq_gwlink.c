@@ -39,7 +39,9 @@
 #include "dq_log.h"
 #include "dq_util.h"
 
-#define S_BATCHES_INFLIGHT   1      //  coalesced SUBMITs unanswered at once
+//  Coalesced SUBMITs unanswered at once: two, so the broker commits one
+//  while the other's fsync runs (its syncs overlap its loop).
+#define S_BATCHES_INFLIGHT   2
 #define S_RESEND_FIRST_MS    1000   //  first re-send after no answer; doubles
 #define S_SCAN_MS            10     //  period of timer scans
 #define S_PING_IDLE_MS       1000   //  ping (STATS) after this much silence

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -779,6 +780,63 @@ test_store_checkpoints_in_background (void **state)
     dq_store_close (&store);
 }
 
+//  --sync full with the syncer: commits return at once, dq_store_durable
+//  catches up after dq_store_sync, never passes the commits, and what was
+//  committed is all there after a reopen. Other modes have no syncer and
+//  report every commit durable.
+static void
+test_store_syncs_asynchronously (void **state)
+{
+    fixture_t *fx = *state;
+    dq_store_t *store = s_open (fx);
+    int fd = dq_store_sync_async (store);
+    assert_true (fd >= 0);
+    assert_int_equal (dq_store_sync_async (store), fd);
+    uint64_t durable = 0, before = dq_store_commits (store), last = 0;
+    assert_int_equal (dq_store_durable (store, &durable), 0);
+    assert_int_equal (durable, before);
+    for (uint64_t id = 1; id <= 200; id++) {
+        dq_store_job_t job = s_plain_job (id);
+        assert_int_equal (dq_store_put_job (store, &job), 0);
+        assert_int_equal (dq_store_commit (store), 0);
+        assert_int_equal (dq_store_commits (store), before + id);
+        assert_int_equal (dq_store_sync (store), 0);
+        assert_int_equal (dq_store_durable (store, &durable), 0);
+        assert_true (durable >= last && durable <= before + id);
+        last = durable;
+    }
+    //  A commit with nothing open is not counted.
+    assert_int_equal (dq_store_commit (store), 0);
+    assert_int_equal (dq_store_commits (store), before + 200);
+    //  Wait (generously) for the last sync, woken by the descriptor.
+    for (int i = 0; i < 600 && durable < before + 200; i++) {
+        struct pollfd pfd = { fd, POLLIN, 0 };
+        poll (&pfd, 1, 100);
+        assert_int_equal (dq_store_durable (store, &durable), 0);
+    }
+    assert_int_equal (durable, before + 200);
+    dq_store_close (&store);
+
+    store = s_open (fx);
+    loaded_t loaded = { 0 };
+    s_load (store, &loaded);
+    assert_int_equal (loaded.njobs, 200);
+    s_loaded_free (&loaded);
+    dq_store_close (&store);
+
+    char err [512];
+    store = dq_store_open (fx->data, DQ_STORE_SYNC_NORMAL, err, sizeof err);
+    assert_non_null (store);
+    assert_int_equal (dq_store_sync_async (store), -1);
+    dq_store_job_t job = s_plain_job (201);
+    assert_int_equal (dq_store_put_job (store, &job), 0);
+    assert_int_equal (dq_store_commit (store), 0);
+    assert_int_equal (dq_store_sync (store), 0);
+    assert_int_equal (dq_store_durable (store, &durable), 0);
+    assert_int_equal (durable, dq_store_commits (store));
+    dq_store_close (&store);
+}
+
 static void
 test_store_lock_refuses_second_open (void **state)
 {
@@ -1410,6 +1468,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_commit_groups_writes,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_checkpoints_in_background,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_syncs_asynchronously,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_lock_refuses_second_open,
                                          setup, teardown),
