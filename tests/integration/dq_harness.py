@@ -833,7 +833,7 @@ class Cluster:
             argv += ["--data-dir", self.data_dir]
         return argv + self.broker_args + list(extra)
 
-    def start_broker(self, extra=(), wait=True, new_ports=None):
+    def start_broker(self, extra=(), wait=True, new_ports=None, env=None):
         """Start the broker. The first start picks free ports (retrying on a
         bind failure, exit code 4); later starts reuse them (a restart)."""
         require(BROKER_BIN)
@@ -841,7 +841,7 @@ class Cluster:
         for attempt in range(8):
             if first:
                 self.ports = free_ports(3)
-            p = Proc("broker", self.broker_argv(extra), self.logdir)
+            p = Proc("broker", self.broker_argv(extra), self.logdir, env=env)
             self.broker = p
             self.brokers.append(p)
             if not wait:
