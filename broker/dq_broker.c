@@ -2,8 +2,9 @@
 
     One thread, no locks. dq_broker_run turns this loop:
 
-      1. poll the frontend and backend; read a bounded batch of messages
-         (backend first: results free capacity);
+      1. poll the frontend, the backend and the store's sync thread; read
+         a bounded batch of messages (backend first: results free
+         capacity);
       2. decode each (dq_proto) and dispatch it through s_client_handlers /
          s_worker_handlers to s_handle_<command>; handlers change memory,
          append to the open store transaction and queue their replies
@@ -15,7 +16,11 @@
          message per worker;
       5. commit the store once for everything above (group commit); a failed
          commit is fail-stop: nothing of the batch is acknowledged;
-      6. only then send the queued replies, ACKs, JOBs and events.
+      6. send the queued replies, ACKs, JOBs and events of every batch
+         whose commit is on disk. With --sync full a thread fdatasyncs the
+         WAL (dq_store_sync_async), so a batch's messages go out on a later
+         turn, once its sync is done; the loop reads and commits the next
+         batches meanwhile. A failed sync is fail-stop too.
 
     The poll timeout is the earliest deadline in the heap, capped at a
     quarter of the heartbeat interval.
