@@ -287,28 +287,6 @@ s_queue_msg (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
     o->body_size = size;
 }
 
-//  Error texts quote what peers sent (ids, names): replace every byte that
-//  is not part of valid UTF-8 with '?', as text on the wire is UTF-8.
-static void
-s_utf8_clean (char *s)
-{
-    unsigned char *p = (unsigned char *) s;
-    while (*p) {
-        int n = *p < 0x80? 0: (*p & 0xe0) == 0xc0? 1: (*p & 0xf0) == 0xe0? 2:
-                (*p & 0xf8) == 0xf0? 3: -1;
-        bool ok = n >= 0;
-        for (int i = 1; ok && i <= n; i++)
-            ok = (p [i] & 0xc0) == 0x80;
-        if (ok && n == 1 && *p < 0xc2)
-            ok = false;         //  overlong
-        if (!ok) {
-            *p++ = '?';
-            continue;
-        }
-        p += n + 1;
-    }
-}
-
 static void
 s_queue_error (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
                uint64_t req, dq_err_t code, uint32_t retry_ms,
@@ -319,7 +297,7 @@ s_queue_error (dq_broker_t *self, void *sock, const void *rid, size_t rid_size,
     va_start (args, fmt);
     vsnprintf (text, sizeof text, fmt, args);
     va_end (args);
-    s_utf8_clean (text);
+    dq_utf8_clean (text);      //  it may quote what a peer sent
     dq_msg_t msg;
     dq_msg_init (&msg, DQ_CMD_ERROR);
     msg.rid = req;
@@ -505,6 +483,7 @@ s_error_dup (const char *error)
     assert (copy);
     memcpy (copy, error, len);
     copy [len] = 0;
+    dq_utf8_clean (copy);       //  a command's stderr may be any bytes
     return copy;
 }
 
@@ -1014,9 +993,25 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         return;
     }
     //  Validate everything before changing anything: all or nothing.
+    if ((msg->dag_name && !dq_utf8_valid (msg->dag_name))
+    ||  (msg->key && !dq_utf8_valid (msg->key))) {
+        REPLY_ERROR (DQ_ERR_INVALID, 0, "the %s is not valid UTF-8",
+                     msg->key && !dq_utf8_valid (msg->key)? "key": "DAG name");
+        return;
+    }
     uint64_t bytes = 0;
     for (uint32_t i = 0; i < n; i++) {
         const dq_jobspec_t *j = &msg->jobs [i];
+        //  Text is shown back (STATUS, DAG, RESULT): UTF-8 only. (The
+        //  decoder already holds types to [A-Za-z0-9_.:-].)
+        const char *text [] = { j->name, j->content_type, j->key };
+        const char *field [] = { "name", "content_type", "key" };
+        for (int t = 0; t < 3; t++)
+            if (text [t] && !dq_utf8_valid (text [t])) {
+                REPLY_ERROR (DQ_ERR_INVALID, 0, "jobs[%u]: %s is not valid UTF-8",
+                             i, field [t]);
+                return;
+            }
         const char *name = j->name? j->name: "";
         if (j->payload_size > self->cfg.max_payload) {
             REPLY_ERROR (DQ_ERR_TOO_BIG, 0, "jobs[%u]%s%s%s: payload of %zu bytes is over "
@@ -1611,6 +1606,10 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     free (w->host);
     w->name = strdup (msg->name? msg->name: "");
     w->host = strdup (msg->host? msg->host: "");
+    assert (w->name && w->host);
+    //  Shown in STATS, where text must be UTF-8.
+    dq_utf8_clean (w->name);
+    dq_utf8_clean (w->host);
     w->pid = msg->pid;
     w->capacity = msg->capacity;
     w->batch = msg->batch;
@@ -1712,8 +1711,11 @@ s_record_result (dq_broker_t *self, dq_bworker_t *w, const dq_result_rec_t *r)
     if (r->output_size > self->cfg.max_payload)
         s_attempt_failed (self, job, "output over the --max-payload limit", false);
     else {
-        if (r->content_type && !job->content_type)
+        if (r->content_type && !job->content_type) {
             job->content_type = strdup (r->content_type);
+            assert (job->content_type);
+            dq_utf8_clean (job->content_type);  //  shown in RESULT
+        }
         s_finish (self, job, DQ_STATE_SUCCEEDED, r->output, r->output_size, NULL);
     }
     return job;

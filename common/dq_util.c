@@ -112,3 +112,53 @@ dq_parse_size (const char *s, uint64_t *out)
     *out = v * mult;
     return 0;
 }
+
+//  Length of the valid UTF-8 sequence that starts at s (1 to 4), or 0.
+//  Reads no further than a NUL, which is never a continuation byte.
+static size_t
+s_utf8_seq (const unsigned char *s)
+{
+    unsigned char c = s [0];
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        return (s [1] & 0xc0) == 0x80? 2: 0;
+    if (c >= 0xe0 && c <= 0xef) {
+        unsigned char lo = c == 0xe0? 0xa0: 0x80;   //  overlong
+        unsigned char hi = c == 0xed? 0x9f: 0xbf;   //  surrogates
+        return s [1] >= lo && s [1] <= hi && (s [2] & 0xc0) == 0x80? 3: 0;
+    }
+    if (c >= 0xf0 && c <= 0xf4) {
+        unsigned char lo = c == 0xf0? 0x90: 0x80;   //  overlong
+        unsigned char hi = c == 0xf4? 0x8f: 0xbf;   //  past U+10FFFF
+        return s [1] >= lo && s [1] <= hi && (s [2] & 0xc0) == 0x80
+            && (s [3] & 0xc0) == 0x80? 4: 0;
+    }
+    return 0;
+}
+
+bool
+dq_utf8_valid (const char *s)
+{
+    const unsigned char *p = (const unsigned char *) s;
+    while (*p) {
+        size_t n = s_utf8_seq (p);
+        if (!n)
+            return false;
+        p += n;
+    }
+    return true;
+}
+
+void
+dq_utf8_clean (char *s)
+{
+    unsigned char *p = (unsigned char *) s;
+    while (*p) {
+        size_t n = s_utf8_seq (p);
+        if (n)
+            p += n;
+        else
+            *p++ = '?';
+    }
+}

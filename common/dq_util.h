@@ -32,4 +32,13 @@ int
 int
     dq_parse_size (const char *s, uint64_t *out);
 
+//  Whether the NUL-terminated s is valid UTF-8 (no overlong forms, no
+//  surrogates, nothing past U+10FFFF). Text on the wire must be.
+bool
+    dq_utf8_valid (const char *s);
+//  Replace in place every byte of s that does not belong to a valid UTF-8
+//  sequence with '?'.
+void
+    dq_utf8_clean (char *s);
+
 #endif

@@ -286,6 +286,22 @@ class BadInputTest(unittest.TestCase):
                 problems.append(str(e))
         p.close()
         self.assertFalse(problems, "\n".join(problems))
+        # The job whose name is not UTF-8 is refused, naming the field.
+        replies = [parsed(f) for f in p.received]
+        refused = [b for cmd, b in replies if b.get("rid") == 5]
+        self.assertEqual(len(refused), 1, replies)
+        self.assertEqual(refused[0].get("code"), h.ERR["invalid"], refused)
+        self.assertIn("jobs[0]: name is not valid UTF-8", refused[0]["message"])
+        # A worker's name and host are shown in STATS: cleaned to UTF-8.
+        w = Peer(c.backend, identity=b"utf8-worker")
+        w.send([sig, b"READY", b"\x86\xa3rid\x01\xa4name" + bad_str + b"\xa4host" + bad_str
+                + b"\xa3pid\x07\xa8capacity\x01\xa5types\x91\xa5utf.t"])
+        w.wait_for(lambda f: parsed(f)[0] == "WELCOME", timeout=30, what="WELCOME")
+        workers = c.client().stats()["workers"]
+        mine = [x for x in workers if x.get("pid") == 7]
+        self.assertEqual(len(mine), 1, workers)
+        self.assertEqual((mine[0]["name"], mine[0]["host"]), ("???a", "???a"), mine)
+        w.close()
         self.finish()
 
     def test_unknown_worker_gets_reregister(self):
