@@ -19,6 +19,7 @@
 
 #include "dq_cfg.h"
 #include "dq_log.h"
+#include "dq_util.h"
 
 enum { T_NAME, T_COUNT, T_BIG, T_SIZE, T_TTL, T_MEMORY, T_MODE, T_LEVEL, T_NOPTS };
 
@@ -542,6 +543,36 @@ test_cfg_usage (void **state)
     dq_cfg_destroy (&cfg);
 }
 
+//  dq_util's UTF-8 check and clean-up (the broker's text rules).
+static void
+test_util_utf8 (void **state)
+{
+    (void) state;
+    const char *good [] = { "", "plain ascii", "caf\xc3\xa9", "\xe2\x82\xac",
+                            "\xf0\x9f\x98\x80", "\xf4\x8f\xbf\xbf", "\xed\x9f\xbf" };
+    for (size_t i = 0; i < sizeof good / sizeof good [0]; i++)
+        assert_true (dq_utf8_valid (good [i]));
+    struct { const char *in, *clean; } bad [] = {
+        { "\x80", "?" },                     //  lone continuation byte
+        { "a\xc3", "a?" },                   //  truncated at the end
+        { "\xc0\xaf", "??" },                 //  overlong '/'
+        { "\xe0\x80\xaf", "???" },           //  overlong, 3 bytes
+        { "\xed\xa0\x80", "???" },           //  a UTF-16 surrogate
+        { "\xf4\x90\x80\x80", "????" },       //  past U+10FFFF
+        { "\xf8\x88\x80\x80\x80", "?????" },   //  5-byte form
+        { "\xff\xfe\x80" "a", "???a" },
+        { "ok \xc3\xa9 \xe9 ok", "ok \xc3\xa9 ? ok" },  //  good bytes kept
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
+        assert_false (dq_utf8_valid (bad [i].in));
+        char buf [32];
+        snprintf (buf, sizeof buf, "%s", bad [i].in);
+        dq_utf8_clean (buf);
+        assert_string_equal (buf, bad [i].clean);
+        assert_true (dq_utf8_valid (buf));
+    }
+}
+
 int
 main (void)
 {
@@ -555,6 +586,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_cfg_flags, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cfg_unknown_key, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cfg_errors, s_setup, s_teardown),
+        cmocka_unit_test (test_util_utf8),
         cmocka_unit_test_setup_teardown (test_cfg_help_version, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cfg_bad_tables, s_setup, s_teardown),
         cmocka_unit_test_setup_teardown (test_cfg_usage, s_setup, s_teardown),
