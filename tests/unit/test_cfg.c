@@ -4,7 +4,8 @@
     environment < command line, unknown file keys, NOARG flags, -v, the
     fixed options, malformed tables and the --help listing. Config files
     are written to a private temporary directory; environment variables
-    are set and cleared by each test.
+    are set and cleared by each test. Also dq_util's UTF-8 helpers, which
+    are compiled into this test with the option parsers.
 */
 #include <setjmp.h>
 #include <stdarg.h>
