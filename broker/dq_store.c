@@ -1085,6 +1085,15 @@ no_lock:
     return -1;
 }
 
+//  A sync failed: nothing after the last good one may be acknowledged.
+static int
+s_sync_failed (dq_store_t *self, int err)
+{
+    s_set_error (self, "%s: fdatasync failed: %s", self->wal_path, strerror (err));
+    s_fail (self);
+    return -1;
+}
+
 int
 dq_store_sync (dq_store_t *self)
 {
@@ -1099,12 +1108,7 @@ dq_store_sync (dq_store_t *self)
         pthread_cond_signal (&self->sync_cond);
     }
     pthread_mutex_unlock (&self->sync_lock);
-    if (err) {
-        s_set_error (self, "%s: fdatasync failed: %s", self->wal_path, strerror (err));
-        s_fail (self);
-        return -1;
-    }
-    return 0;
+    return err? s_sync_failed (self, err): 0;
 }
 
 int
@@ -1124,12 +1128,7 @@ dq_store_durable (dq_store_t *self, uint64_t *durable)
     int err = self->sync_errno;
     *durable = self->synced;
     pthread_mutex_unlock (&self->sync_lock);
-    if (err) {
-        s_set_error (self, "%s: fdatasync failed: %s", self->wal_path, strerror (err));
-        s_fail (self);
-        return -1;
-    }
-    return 0;
+    return err? s_sync_failed (self, err): 0;
 }
 
 uint64_t
