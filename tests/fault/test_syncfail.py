@@ -31,7 +31,8 @@ class SyncFailTest(unittest.TestCase):
                 "LD_PRELOAD": SHIM,
                 "DQ_FAIL_SYNC_FILE": trigger,
                 # The shim is not instrumented; ASan need not come first.
-                "ASAN_OPTIONS": "abort_on_error=0:detect_leaks=1:verify_asan_link_order=0",
+                "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "abort_on_error=0:detect_leaks=1")
+                                + ":verify_asan_link_order=0",
             }
             c.start_broker(env=env)
             c.start_worker(name="sf", concurrency=4)
