@@ -416,6 +416,8 @@ s_flush (dq_broker_t *self, size_t n)
         free (o->body);
         free (o->jobs);
     }
+    if (!n)
+        return;                 //  (out may still be NULL)
     //  What stays moves to the front; its events (queued in order, after
     //  the ones sent) too.
     memmove (self->out, self->out + n, (self->nout - n) * sizeof *self->out);
