@@ -199,7 +199,9 @@ def parse(name):
     secs = float(d["seconds"])
     accepted = int(d.get("status_202", 0))
     other = {k: int(v) for k, v in d.items() if k.startswith("status_") and k != "status_202"}
-    errors = sum(int(v) for k, v in d.items() if k.startswith("errors_"))
+    # wrk's socket errors by kind (errors_status repeats "other statuses")
+    errors = {k[7:]: int(v) for k, v in d.items()
+              if k.startswith("errors_") and k != "errors_status" and int(v)}
     cpu = {}
     for line in open("%s/%s.cpu" % (tmp, name)).read().split():
         k, v = line.split("=")
@@ -232,7 +234,7 @@ for i in range(runs):
             "%d/%d" % (i + 1, runs), name, fmt(r["rate"] * 60), fmt(r["rate"]),
             r["p50"], r["p99"], per))
         if r["other"] or r["errors"]:
-            print("       (other statuses %s, socket errors %d)" % (r["other"], r["errors"]))
+            print("       (other statuses %s, socket errors %s)" % (r["other"], r["errors"] or "none"))
     batches, jobs = coalescing(i + 1)
     if batches:
         print("       coalescing: %d jobs in %d SUBMITs, %.1f per SUBMIT, %.0f SUBMITs/s"
