@@ -1049,7 +1049,7 @@ dq_store_sync_async (dq_store_t *self)
         return -1;
     if (self->sync_started)
         return self->sync_fd;
-    //  The WAL exists from the first read in WAL mode (open ran several)
+    //  The WAL exists from the first read in WAL mode (open has made some)
     //  and keeps its inode until the last connection closes.
     self->wal_fd = open (self->wal_path, O_RDONLY | O_CLOEXEC);
     self->sync_fd = eventfd (0, EFD_CLOEXEC | EFD_NONBLOCK);
