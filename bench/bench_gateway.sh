@@ -28,6 +28,7 @@
 #   BENCH_BUILD_DIR    build tree (default <repo>/build-bench-gateway)
 #   BENCH_SKIP_BUILD=1 use the binaries already in BENCH_BUILD_DIR
 #   BENCH_GATEWAY_ARGS extra dagq-gateway options (e.g. "--threads 1")
+#   BENCH_BROKER_ARGS  extra dagq-broker options (e.g. "--result-ttl 5")
 #   BENCH_SYNC         the broker's --sync (default full, which the targets
 #                      are about; normal or off show what the fsync costs)
 #   BENCH_KEEP=1       keep the temp dir (logs) and print its path
@@ -117,7 +118,8 @@ wait_http() {   # URL: until it answers (20 s)
 # NAMES[i] labels PIDS[i] in the CPU accounting.
 "$BUILD/broker/dagq-broker" --data-dir "$TMP/data" --sync "${BENCH_SYNC:-full}" \
     --frontend "tcp://127.0.0.1:$FE" --backend "tcp://127.0.0.1:$BE" \
-    --events "tcp://127.0.0.1:$EV" --log-level warn >"$TMP/broker.log" 2>&1 &
+    --events "tcp://127.0.0.1:$EV" --log-level warn ${BENCH_BROKER_ARGS:-} \
+    >"$TMP/broker.log" 2>&1 &
 PIDS+=($!)
 NAMES=(broker)
 "$BUILD/worker/dagq-worker" --broker "tcp://127.0.0.1:$BE" --builtins \
