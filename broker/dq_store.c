@@ -112,6 +112,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -999,6 +1000,8 @@ s_checkpointer_stop (dq_store_t *self)
     self->ckpt_started = false;
 }
 
+#define S_SYNC_SLOW_MS 1000    //  warn when an fdatasync takes this long
+
 //  The syncer. With synchronous=FULL every commit waits for its fdatasync
 //  (about a millisecond, more on a busy disk), and the broker's loop waits
 //  with it. Instead, commits run with synchronous=NORMAL (no fsync; still
@@ -1013,6 +1016,8 @@ static void *
 s_syncer (void *arg)
 {
     dq_store_t *self = arg;
+    int64_t worst_ms = 0;       //  slowest sync not yet reported
+    time_t warned = 0;          //  monotonic s of the last slow-sync warning
     pthread_mutex_lock (&self->sync_lock);
     while (true) {
         while (self->sync_wanted <= self->synced && !self->sync_stop)
@@ -1021,8 +1026,22 @@ s_syncer (void *arg)
             break;              //  stopping, nothing left to sync
         uint64_t target = self->sync_wanted;
         pthread_mutex_unlock (&self->sync_lock);
+        struct timespec t0, t1;
+        clock_gettime (CLOCK_MONOTONIC, &t0);
         int rc = fdatasync (self->wal_fd);
         int saved = errno;
+        clock_gettime (CLOCK_MONOTONIC, &t1);
+        //  Every reply waits for this: say so when the disk is slow (at
+        //  most once a minute, with the worst since the last warning).
+        int64_t ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+        if (ms > worst_ms)
+            worst_ms = ms;
+        if (worst_ms >= S_SYNC_SLOW_MS && (!warned || t1.tv_sec - warned >= 60)) {
+            dq_log_warn ("store - %s: fdatasync took %" PRId64 " ms; replies wait for "
+                         "the disk", self->wal_path, worst_ms);
+            warned = t1.tv_sec;
+            worst_ms = 0;
+        }
         pthread_mutex_lock (&self->sync_lock);
         if (rc == 0)
             self->synced = target;
