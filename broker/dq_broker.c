@@ -1491,6 +1491,11 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.workers_total = nw;
     reply.dispatch_hist = self->dispatch_hist;
     reply.ndispatch_hist = DQ_PROTO_HIST_BUCKETS;
+    uint64_t sync_hist [DQ_PROTO_HIST_BUCKETS];
+    if (self->store && dq_store_sync_hist (self->store, sync_hist) == 0) {
+        reply.sync_hist = sync_hist;
+        reply.nsync_hist = DQ_PROTO_HIST_BUCKETS;
+    }
     reply.typestats = ts;
     reply.ntypestats = (uint32_t) nt;
     reply.workers = ws;

@@ -277,6 +277,7 @@ struct _dq_store_t {
     uint64_t synced;             //  commits known on disk
     int sync_errno;              //  a failed fdatasync's errno, 0 if none
     bool sync_stop;
+    uint64_t sync_hist [DQ_PROTO_HIST_BUCKETS];  //  fdatasync durations
 };
 
 //  An empty byte, so a zero-length BLOB loads as (non-NULL, 0), unlike NULL.
@@ -1043,6 +1044,11 @@ s_syncer (void *arg)
             worst_ms = 0;
         }
         pthread_mutex_lock (&self->sync_lock);
+        static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+        size_t b = 0;
+        while (b < DQ_PROTO_HIST_BUCKETS - 1 && ms >= 0 && (uint64_t) ms > bounds [b])
+            b++;
+        self->sync_hist [b]++;
         if (rc == 0)
             self->synced = target;
         else
@@ -1148,6 +1154,17 @@ dq_store_durable (dq_store_t *self, uint64_t *durable)
     *durable = self->synced;
     pthread_mutex_unlock (&self->sync_lock);
     return err? s_sync_failed (self, err): 0;
+}
+
+int
+dq_store_sync_hist (dq_store_t *self, uint64_t hist [DQ_PROTO_HIST_BUCKETS])
+{
+    if (!self || !self->sync_started)
+        return -1;
+    pthread_mutex_lock (&self->sync_lock);
+    memcpy (hist, self->sync_hist, sizeof self->sync_hist);
+    pthread_mutex_unlock (&self->sync_lock);
+    return 0;
 }
 
 uint64_t

@@ -24,6 +24,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dq_proto.h"
+
 #define DQ_STORE_FORMAT_VERSION 2
 #define DQ_STORE_FILE "dagq.db"
 
@@ -171,6 +173,12 @@ int
 //  Commits so far (dq_store_commit calls that committed something).
 uint64_t
     dq_store_commits (dq_store_t *self);
+
+//  Copy how long the sync thread's fdatasyncs took, as counts per bucket
+//  (bounds DQ_PROTO_HIST_BOUNDS_MS, the last +Inf). 0, or -1 without the
+//  sync thread.
+int
+    dq_store_sync_hist (dq_store_t *self, uint64_t hist [DQ_PROTO_HIST_BUCKETS]);
 
 //  Ask for every commit so far to be synced (a no-op without the syncer).
 //  0, or -1 if a sync failed (fail-stop).

@@ -398,6 +398,20 @@ s_emit_daginfo (s_w_t *w, const void *item)
     s_w_u64 (w, "finished_ms", d->finished_ms);
 }
 
+//  A histogram (counts per bucket), if it has any buckets.
+static void
+s_w_hist (s_w_t *w, const char *key, const uint64_t *hist, uint32_t n)
+{
+    if (n && (n > S_HIST_MAX || !hist))
+        w->too_big = true;      //  the decoder would refuse it; never read NULL
+    else
+    if (n && s_w_field (w, key)) {
+        msgpack_pack_array (w->pk, n);
+        for (uint32_t i = 0; i < n; i++)
+            msgpack_pack_uint64 (w->pk, hist [i]);
+    }
+}
+
 static void
 s_emit_msg (s_w_t *w, const void *item)
 {
@@ -456,14 +470,8 @@ s_emit_msg (s_w_t *w, const void *item)
     s_w_u64 (w, "jobs_total", m->jobs_total);
     s_w_u64 (w, "queued_bytes", m->queued_bytes);
     s_w_u64 (w, "workers_total", m->workers_total);
-    if (m->ndispatch_hist && (m->ndispatch_hist > S_HIST_MAX || !m->dispatch_hist))
-        w->too_big = true;      //  the decoder would refuse it; never read NULL
-    else
-    if (m->ndispatch_hist && s_w_field (w, "dispatch_hist")) {
-        msgpack_pack_array (w->pk, m->ndispatch_hist);
-        for (uint32_t i = 0; i < m->ndispatch_hist; i++)
-            msgpack_pack_uint64 (w->pk, m->dispatch_hist [i]);
-    }
+    s_w_hist (w, "dispatch_hist", m->dispatch_hist, m->ndispatch_hist);
+    s_w_hist (w, "sync_hist", m->sync_hist, m->nsync_hist);
 }
 
 //  A growable output buffer sized from the message, so small messages cost
@@ -1340,6 +1348,27 @@ s_daginfo_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     return s_skip (d, v);
 }
 
+//  A histogram: at most S_HIST_MAX unsigned counts.
+static int
+s_get_hist (s_dec_t *d, const s_val_t *v, const char *key, const uint64_t **hist,
+            uint32_t *nhist)
+{
+    uint32_t n;
+    if (s_get_array (d, v, key, S_HIST_MAX, &n))
+        return -1;
+    uint64_t *h = s_zalloc (d, n, sizeof (uint64_t));
+    if (n && !h)
+        return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", key);
+    for (uint32_t i = 0; i < n; i++) {
+        s_val_t e;
+        if (s_next (d, &e) || s_get_u64 (d, &e, key, UINT64_MAX, &h [i]))
+            return -1;
+    }
+    *hist = h;
+    *nhist = n;
+    return 0;
+}
+
 static int
 s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
 {
@@ -1420,22 +1449,10 @@ s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     if (KEY ("jobs_total"))   return s_get_u64 (d, v, "jobs_total", UINT64_MAX, &m->jobs_total);
     if (KEY ("queued_bytes")) return s_get_u64 (d, v, "queued_bytes", UINT64_MAX, &m->queued_bytes);
     if (KEY ("workers_total")) return s_get_u64 (d, v, "workers_total", UINT64_MAX, &m->workers_total);
-    if (KEY ("dispatch_hist")) {
-        uint32_t n;
-        if (s_get_array (d, v, "dispatch_hist", S_HIST_MAX, &n))
-            return -1;
-        uint64_t *h = s_zalloc (d, n, sizeof (uint64_t));
-        if (n && !h)
-            return s_fail (d, DQ_ERR_INTERNAL, "out of memory decoding '%s'", "dispatch_hist");
-        for (uint32_t i = 0; i < n; i++) {
-            s_val_t e;
-            if (s_next (d, &e) || s_get_u64 (d, &e, "dispatch_hist", UINT64_MAX, &h [i]))
-                return -1;
-        }
-        m->dispatch_hist = h;
-        m->ndispatch_hist = n;
-        return 0;
-    }
+    if (KEY ("dispatch_hist"))
+        return s_get_hist (d, v, "dispatch_hist", &m->dispatch_hist, &m->ndispatch_hist);
+    if (KEY ("sync_hist"))
+        return s_get_hist (d, v, "sync_hist", &m->sync_hist, &m->nsync_hist);
     return s_skip (d, v);
 }
 

@@ -282,6 +282,10 @@ typedef struct {
     //  per bucket, upper bounds DQ_PROTO_HIST_BOUNDS_MS, the last is +Inf.
     const uint64_t *dispatch_hist;
     uint32_t ndispatch_hist;
+    //  STATS_REPLY: the store's fdatasync durations (same buckets); absent
+    //  when the broker has no sync thread (--memory, --sync normal|off).
+    const uint64_t *sync_hist;
+    uint32_t nsync_hist;
     uint64_t workers_total;  //  STATS_REPLY: workers connected
     void *priv_;             //  decoder state; do not touch
 } dq_msg_t;

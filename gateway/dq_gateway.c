@@ -1335,6 +1335,22 @@ s_daginfo_json (const dq_msg_t *reply, bool summary)
     return s_json_set (o, "jobs", jobs);
 }
 
+//  A broker histogram as [{"le": bound in ms or "+Inf", "count": n}, ...].
+static json_t *
+s_json_hist (const uint64_t *h, uint32_t n)
+{
+    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+    json_t *hist = json_array ();
+    for (uint32_t i = 0; i < n; i++) {
+        json_t *bucket = json_object ();
+        bucket = s_json_set (bucket, "le", i < sizeof bounds / sizeof bounds [0]?
+                             s_json_u64 (bounds [i]): json_string_nocheck ("+Inf"));
+        bucket = s_json_set (bucket, "count", s_json_u64 (h [i]));
+        hist = s_json_push (hist, bucket);
+    }
+    return hist;
+}
+
 static json_t *
 s_stats_json (dq_gateway_t *self, const dq_msg_t *r)
 {
@@ -1379,16 +1395,9 @@ s_stats_json (dq_gateway_t *self, const dq_msg_t *r)
         workers = s_json_push (workers, worker);
     }
     o = s_json_set (o, "workers", workers);
-    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
-    json_t *hist = json_array ();
-    for (uint32_t i = 0; i < r->ndispatch_hist; i++) {
-        json_t *bucket = json_object ();
-        bucket = s_json_set (bucket, "le", i < sizeof bounds / sizeof bounds [0]?
-                             s_json_u64 (bounds [i]): json_string_nocheck ("+Inf"));
-        bucket = s_json_set (bucket, "count", s_json_u64 (r->dispatch_hist [i]));
-        hist = s_json_push (hist, bucket);
-    }
-    o = s_json_set (o, "dispatch_latency_ms", hist);
+    o = s_json_set (o, "dispatch_latency_ms", s_json_hist (r->dispatch_hist, r->ndispatch_hist));
+    if (r->nsync_hist)
+        o = s_json_set (o, "store_sync_ms", s_json_hist (r->sync_hist, r->nsync_hist));
     dq_gwlink_stats_t ls;
     dq_gwlink_stats (self->link, &ls);
     json_t *gw = json_object ();
@@ -1447,6 +1456,26 @@ s_prom_types (s_buf_t *b, const dq_msg_t *r, const char *name, const char *type,
         s_prom_label (b, t->type);
         s_buf_fmt (b, "\"} %llu\n", (unsigned long long) v);
     }
+}
+
+//  A broker histogram (counts per bucket, bounds DQ_PROTO_HIST_BOUNDS_MS);
+//  nothing if the broker sent none. The broker keeps no sum: no _sum line.
+static void
+s_prom_hist (s_buf_t *b, const char *name, const char *help, const uint64_t *h, uint32_t n)
+{
+    if (!n)
+        return;
+    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+    s_prom_head (b, name, "histogram", help);
+    uint64_t cum = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        cum += h [i];
+        if (i < sizeof bounds / sizeof bounds [0] && i + 1 < n)
+            s_buf_fmt (b, "%s_bucket{le=\"%g\"} %llu\n", name, bounds [i] / 1000.0,
+                       (unsigned long long) cum);
+    }
+    s_buf_fmt (b, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long) cum);
+    s_buf_fmt (b, "%s_count %llu\n", name, (unsigned long long) cum);
 }
 
 static void
@@ -1573,22 +1602,12 @@ s_metrics_text (dq_gateway_t *self, s_buf_t *b, const dq_msg_t *r)
     s_prom_value (b, "dagq_worker_capacity", capacity);
     s_prom_head (b, "dagq_worker_inflight", "gauge", "Job slots in use.");
     s_prom_value (b, "dagq_worker_inflight", inflight);
-    if (r->ndispatch_hist) {
-        //  The broker counts per bucket and keeps no sum: no _sum line.
-        static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
-        s_prom_head (b, "dagq_dispatch_latency_seconds", "histogram",
-                     "Time from a job being ready to its dispatch to a worker.");
-        uint64_t cum = 0;
-        for (uint32_t i = 0; i < r->ndispatch_hist; i++) {
-            cum += r->dispatch_hist [i];
-            if (i < sizeof bounds / sizeof bounds [0] && i + 1 < r->ndispatch_hist)
-                s_buf_fmt (b, "dagq_dispatch_latency_seconds_bucket{le=\"%g\"} %llu\n",
-                           bounds [i] / 1000.0, (unsigned long long) cum);
-        }
-        s_buf_fmt (b, "dagq_dispatch_latency_seconds_bucket{le=\"+Inf\"} %llu\n",
-                   (unsigned long long) cum);
-        s_buf_fmt (b, "dagq_dispatch_latency_seconds_count %llu\n", (unsigned long long) cum);
-    }
+    s_prom_hist (b, "dagq_dispatch_latency_seconds",
+                 "Time from a job being ready to its dispatch to a worker.",
+                 r->dispatch_hist, r->ndispatch_hist);
+    s_prom_hist (b, "dagq_store_sync_seconds",
+                 "Time the broker's fdatasync of its store took (--sync full); "
+                 "replies wait for it.", r->sync_hist, r->nsync_hist);
 }
 
 static void

@@ -1172,6 +1172,7 @@ class GatewayTest(GatewayTestBase):
                            ("dagq_queue_depth", "gauge"), ("dagq_jobs_running", "gauge"),
                            ("dagq_workers_connected", "gauge"),
                            ("dagq_dispatch_latency_seconds", "histogram"),
+                           ("dagq_store_sync_seconds", "histogram"),
                            ("dagq_broker_up", "gauge")):
                 self.assertIn(fam, m1)
                 self.assertEqual(m1[fam]["type"], t, fam)
@@ -1197,6 +1198,10 @@ class GatewayTest(GatewayTestBase):
                 sample(m2, "dagq_dispatch_latency_seconds", "dagq_dispatch_latency_seconds_count")
                 - sample(m1, "dagq_dispatch_latency_seconds", "dagq_dispatch_latency_seconds_count"),
                 n + nf)
+            # Accepting and finishing jobs took fdatasyncs (--sync full).
+            self.assertGreater(
+                sample(m2, "dagq_store_sync_seconds", "dagq_store_sync_seconds_count"),
+                sample(m1, "dagq_store_sync_seconds", "dagq_store_sync_seconds_count"))
             hist = dict(method="POST", route="/v1/jobs/{type}")
             self.assertGreater(
                 sample(m2, "dagq_http_request_duration_seconds",

@@ -305,6 +305,9 @@ s_msg_eq (const dq_msg_t *a, const dq_msg_t *b)
     assert_int_equal (a->ndispatch_hist, b->ndispatch_hist);
     for (uint32_t i = 0; i < a->ndispatch_hist; i++)
         assert_int_equal (a->dispatch_hist [i], b->dispatch_hist [i]);
+    assert_int_equal (a->nsync_hist, b->nsync_hist);
+    for (uint32_t i = 0; i < a->nsync_hist; i++)
+        assert_int_equal (a->sync_hist [i], b->sync_hist [i]);
 }
 
 //  A message with every field set, valid for every command (the fields a
@@ -459,6 +462,8 @@ s_full_init (full_t *f, dq_cmd_t cmd)
         f->hist [i] = (uint64_t) i * 1000 + (i == 5? UINT64_MAX / 2: 0);
     m->dispatch_hist = f->hist;
     m->ndispatch_hist = DQ_PROTO_HIST_BUCKETS;
+    m->sync_hist = f->hist + 1;
+    m->nsync_hist = DQ_PROTO_HIST_BUCKETS - 1;
 }
 
 static void
@@ -821,7 +826,7 @@ static const field_t s_top_fields [] = {
     { "worker_id", K_STR }, { "infos", K_RECS }, { "typestats", K_RECS },
     { "workers", K_RECS }, { "dag", K_MAP }, { "uptime_ms", K_U64 },
     { "jobs_total", K_U64 }, { "queued_bytes", K_U64 }, { "workers_total", K_U64 },
-    { "dispatch_hist", K_U64S }, { NULL, 0 }
+    { "dispatch_hist", K_U64S }, { "sync_hist", K_U64S }, { NULL, 0 }
 };
 static const field_t s_job_fields [] = {
     { "type", K_STR }, { "payload", K_BIN }, { "content_type", K_STR },
