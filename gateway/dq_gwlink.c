@@ -117,6 +117,8 @@ struct _dq_gwlink_t {
     s_call_t *calls_head, *calls_tail;
     uint64_t next_rid;
     uint64_t send_seq;       //  sends so far, numbering them in order
+    char key_prefix [17];    //  random, per link: its generated keys'
+    uint64_t key_count;      //  generated keys so far
     uint64_t answered_seq;   //  highest sent_seq of an answered call
     dq_gwop_t *pend_head, *pend_tail;  //  JOB ops not yet in a batch
     uint32_t batches_out;    //  BATCH calls unanswered
@@ -228,12 +230,15 @@ s_call_destroy (dq_gwlink_t *self, s_call_t *call)
     free (call);
 }
 
+//  A submission key: this link's random prefix and a counter. Keys that
+//  rise within a gateway land together in the broker's key index, where
+//  random ones each dirtied a page of their own: as the index outgrew the
+//  cache every commit wrote more, and the broker slowed down run by run.
 static void
-s_gen_key (char *key)
+s_gen_key (dq_gwlink_t *self, char *key)
 {
-    if (dq_random_hex (key, 16))
-        snprintf (key, 33, "%016llx%016llx", (unsigned long long) dq_now_ms (),
-                  (unsigned long long) dq_mono_ms ());
+    snprintf (key, 33, "%s%016llx", self->key_prefix,
+              (unsigned long long) ++self->key_count);
 }
 
 //  A call of one op, sent at once.
@@ -244,7 +249,7 @@ s_call_op (dq_gwlink_t *self, dq_gwop_t *op, s_call_kind_t kind)
     call->ops [0] = op;
     if (kind == S_CALL_OP && (op->kind == DQ_GWOP_JOB
                           ||  (op->kind == DQ_GWOP_SUBMIT && !op->key)))
-        s_gen_key (call->key);
+        s_gen_key (self, call->key);
     s_send_call (self, call);
 }
 
@@ -513,7 +518,7 @@ s_flush_pending (dq_gwlink_t *self)
         call->timeout_ms = self->cfg.timeout_ms;
         call->specs = calloc (n, sizeof *call->specs);
         assert (call->specs);
-        s_gen_key (call->key);
+        s_gen_key (self, call->key);
         //  Take the n first ops, leaving key duplicates for the next batch.
         dq_gwop_t **link = &self->pend_head, *last_kept = NULL;
         uint32_t taken = 0;
@@ -1105,6 +1110,9 @@ dq_gwlink_new (const dq_gwlink_cfg_t *cfg, char *err, size_t err_size)
     self->efd = eventfd (0, EFD_NONBLOCK | EFD_CLOEXEC);
     self->calls = dq_idmap_new ();
     self->waits = zhashx_new ();
+    if (dq_random_hex (self->key_prefix, 8))
+        snprintf (self->key_prefix, sizeof self->key_prefix, "%016llx",
+                  (unsigned long long) (dq_now_ms () ^ ((uint64_t) getpid () << 40)));
     if (self->efd < 0 || !self->calls || !self->waits) {
         snprintf (err, err_size, "out of resources: %s", strerror (errno));
         goto fail;
