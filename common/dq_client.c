@@ -49,6 +49,8 @@ struct _dq_client_t {
     bool connected;             //  connect happens on first use
     int timeout_ms;             //  total time of one synchronous call
     uint64_t rid;               //  last rid used (randomly seeded)
+    uint64_t key_prefix;        //  random: the start of generated keys
+    uint64_t key_count;         //  generated keys so far
     uint64_t unanswered;        //  pipelined sends not yet matched by a recv
     uint32_t retry_ms;          //  retry_ms of the last ERROR reply
     bool curve;                 //  CURVE keys below are set
@@ -107,27 +109,29 @@ s_random (void *buf, size_t size)
     return got == size? 0: -1;
 }
 
-//  A fresh idempotency key: 32 hex characters (128 random bits).
+//  n random 64-bit words; without kernel randomness, time, pid and an
+//  address (salt) still make words no other process will have.
 static void
-s_new_key (char *key)
+s_unique_bits (uint64_t *bits, size_t n, const void *salt)
 {
-    uint8_t bytes [16];
-    if (s_random (bytes, sizeof bytes)) {
-        //  No kernel randomness: time, pid and address still make a key
-        //  no other submission will have.
-        struct timespec ts;
-        clock_gettime (CLOCK_REALTIME, &ts);
-        uint64_t a = (uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec;
-        uint64_t b = ((uint64_t) getpid () << 32) ^ (uint64_t) (uintptr_t) key;
-        memcpy (bytes, &a, 8);
-        memcpy (bytes + 8, &b, 8);
-    }
-    static const char hex [] = "0123456789abcdef";
-    for (int i = 0; i < 16; i++) {
-        key [2 * i] = hex [bytes [i] >> 4];
-        key [2 * i + 1] = hex [bytes [i] & 15];
-    }
-    key [32] = 0;
+    if (s_random (bits, n * sizeof *bits) == 0)
+        return;
+    struct timespec ts;
+    clock_gettime (CLOCK_REALTIME, &ts);
+    for (size_t i = 0; i < n; i++)
+        bits [i] = ((uint64_t) ts.tv_sec * 1000000000u + (uint64_t) ts.tv_nsec + i)
+                 ^ ((uint64_t) getpid () << 32) ^ (uint64_t) (uintptr_t) salt;
+}
+
+//  A fresh idempotency key: 32 hex characters, this client's random
+//  64-bit prefix and a counter. Keys that rise within a client land
+//  together in the broker's key index (random ones each dirtied a page of
+//  their own there, which slowed the broker down as the index grew).
+static void
+s_new_key (dq_client_t *self, char *key)
+{
+    snprintf (key, 33, "%016llx%016llx", (unsigned long long) self->key_prefix,
+              (unsigned long long) ++self->key_count);
 }
 
 static uint64_t
@@ -186,6 +190,7 @@ dq_client_new (const char *endpoint)
     if (s_random (&seed, sizeof seed))
         seed = (uint32_t) s_now_ms () ^ (uint32_t) getpid ();
     self->rid = seed;
+    s_unique_bits (&self->key_prefix, 1, self);
     return self;
 fail:
     if (self->sock)
@@ -312,7 +317,10 @@ dq_client_set_curve (dq_client_t *self, const char *secret_cert,
 void
 dq_client_make_key (char *key)
 {
-    s_new_key (key);
+    uint64_t bits [2];
+    s_unique_bits (bits, 2, key);
+    snprintf (key, 33, "%016llx%016llx", (unsigned long long) bits [0],
+              (unsigned long long) bits [1]);
 }
 
 const char *
@@ -556,7 +564,7 @@ dq_client_submit (dq_client_t *self, const dq_jobspec_t *jobs, uint32_t njobs,
                        "the protocol limit of %u", njobs, DQ_PROTO_ARRAY_MAX);
     char generated [33];
     if (!key) {
-        s_new_key (generated);
+        s_new_key (self, generated);
         key = generated;
     }
     dq_msg_t req;
