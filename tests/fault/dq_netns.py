@@ -287,7 +287,8 @@ class NetCluster(h.Cluster):
             argv.append("--builtins")
         for t, cmd in (handlers or {}).items():
             argv += ["--handler", "%s=%s" % (t, cmd)]
-        p = h.Proc("worker-" + name, self.net.wrap(host, argv + list(extra)), self.logdir, env=env)
+        p = h.Proc("worker-" + name, self.net.wrap(host, argv + list(extra)), self.logdir,
+                   env=self.worker_env(env))
         p.worker_name = name
         p.host = host
         self.workers.append(p)

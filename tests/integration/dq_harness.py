@@ -912,10 +912,17 @@ class Cluster:
             argv.append("--builtins")
         for t, cmd in (handlers or {}).items():
             argv += ["--handler", "%s=%s" % (t, cmd)]
-        p = Proc("worker-" + name, argv + list(extra), self.logdir, env=env)
+        p = Proc("worker-" + name, argv + list(extra), self.logdir, env=self.worker_env(env))
         p.worker_name = name
         self.workers.append(p)
         return p
+
+    def worker_env(self, env=None):
+        """A worker's environment: TMPDIR in our temp dir, so the parents
+        dirs of jobs a killed worker never finished are removed with it."""
+        full = {"TMPDIR": self.tmp}
+        full.update(env or {})
+        return full
 
     def stats(self):
         """STATS over the protocol; remembers every worker id -> name seen."""
