@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "dq_util.h"
+
 #define S_WORKERS_MAX 64
 #define S_FUNCTION "echo"
 
@@ -66,18 +68,6 @@ s_now_ns (void)
     struct timespec ts;
     clock_gettime (CLOCK_MONOTONIC, &ts);
     return (uint64_t) ts.tv_sec * 1000000000ULL + (uint64_t) ts.tv_nsec;
-}
-
-static int
-s_num (const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull (s, &end, 10);
-    if (errno || end == s || *end || *s == '-' || v < min || v > max)
-        return -1;
-    *out = v;
-    return 0;
 }
 
 static void
@@ -121,12 +111,12 @@ s_parse (int argc, char **argv, opts_t *o)
         int rc = 0;
         switch (c) {
             case 'H': o->host = optarg; break;
-            case 'p': rc = s_num (optarg, 1, 65535, &o->port); break;
-            case 'n': rc = s_num (optarg, 1, 100000000, &o->jobs); break;
-            case 's': rc = s_num (optarg, 16, 60000, &o->size); break;
-            case 'b': rc = s_num (optarg, 1, 1000000, &o->batch); break;
-            case 'w': rc = s_num (optarg, 1, S_WORKERS_MAX, &o->workers); break;
-            case 'T': rc = s_num (optarg, 1, 86400, &o->timeout_s); break;
+            case 'p': rc = dq_parse_u64 (optarg, 1, 65535, &o->port); break;
+            case 'n': rc = dq_parse_u64 (optarg, 1, 100000000, &o->jobs); break;
+            case 's': rc = dq_parse_u64 (optarg, 16, 60000, &o->size); break;
+            case 'b': rc = dq_parse_u64 (optarg, 1, 1000000, &o->batch); break;
+            case 'w': rc = dq_parse_u64 (optarg, 1, S_WORKERS_MAX, &o->workers); break;
+            case 'T': rc = dq_parse_u64 (optarg, 1, 86400, &o->timeout_s); break;
             case 'h': s_usage (stdout); exit (0);
             default: s_usage (stderr); return -1;
         }

@@ -241,14 +241,10 @@ s_log_bad (dq_broker_t *self, const char *fmt, ...)
 static s_out_t *
 s_out_push (dq_broker_t *self)
 {
-    if (self->nout == self->out_cap) {
-        size_t cap = self->out_cap? self->out_cap * 2: 1024;
-        s_out_t *out = realloc (self->out, cap * sizeof *out);
-        if (!out)
-            return NULL;
-        self->out = out;
-        self->out_cap = cap;
-    }
+    s_out_t *out = dq_mem_grow (self->out, &self->out_cap, self->nout + 1, sizeof *out);
+    if (!out)
+        return NULL;
+    self->out = out;
     s_out_t *o = &self->out [self->nout++];
     memset (o, 0, offsetof (s_out_t, rid));
     o->rid_size = 0;
@@ -327,14 +323,10 @@ s_queue_event (dq_broker_t *self, const dq_event_t *ev)
 {
     if (!self->pub)
         return;
-    if (self->nevs == self->evs_cap) {
-        size_t cap = self->evs_cap? self->evs_cap * 2: 256;
-        s_evslot_t *evs = realloc (self->evs, cap * sizeof *evs);
-        if (!evs)
-            return;         //  events are best effort; the job's state is kept
-        self->evs = evs;
-        self->evs_cap = cap;
-    }
+    s_evslot_t *evs = dq_mem_grow (self->evs, &self->evs_cap, self->nevs + 1, sizeof *evs);
+    if (!evs)
+        return;             //  events are best effort; the job's state is kept
+    self->evs = evs;
     s_out_t *o = s_out_push (self);
     if (!o)
         return;
@@ -446,13 +438,10 @@ s_mark (dq_broker_t *self, uint64_t commit)
         self->marks [self->nmarks - 1].end = self->nout;
         return;
     }
-    if (self->nmarks == self->marks_cap) {
-        size_t cap = self->marks_cap? self->marks_cap * 2: 16;
-        s_mark_t *marks = realloc (self->marks, cap * sizeof *marks);
-        assert (marks);
-        self->marks = marks;
-        self->marks_cap = cap;
-    }
+    s_mark_t *marks = dq_mem_grow (self->marks, &self->marks_cap, self->nmarks + 1,
+                                   sizeof *marks);
+    assert (marks);
+    self->marks = marks;
     self->marks [self->nmarks++] = (s_mark_t) { self->nout, commit };
 }
 

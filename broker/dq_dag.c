@@ -66,28 +66,10 @@ s_out_of_memory (void)
     abort ();
 }
 
-//  Returns array grown to hold at least need items of size bytes (updating
-//  *cap), array itself if already big enough, or NULL (array untouched).
-static void *
-s_grow (void *array, size_t *cap, size_t need, size_t size)
-{
-    if (need <= *cap)
-        return array;
-    size_t newcap = *cap < 16 ? 16 : *cap + *cap / 2;
-    if (newcap < need)
-        newcap = need;
-    if (newcap > SIZE_MAX / size)
-        return NULL;
-    void *grown = realloc (array, newcap * size);
-    if (grown)
-        *cap = newcap;
-    return grown;
-}
-
 static int
 s_stack_reserve (dq_dag_t *self, size_t extra)
 {
-    void *grown = s_grow (self->stack, &self->stack_cap, self->nstack + extra,
+    void *grown = dq_mem_grow (self->stack, &self->stack_cap, self->nstack + extra,
                           sizeof (*self->stack));
     if (!grown)
         return -1;
@@ -106,7 +88,7 @@ s_stack_push (dq_dag_t *self, dq_dag_node_t *node)
 static void
 s_queue_push (dq_dag_t *self, dq_dag_node_t *node, dq_dag_node_t *cause)
 {
-    void *grown = s_grow (self->queue, &self->qcap, self->qlen + 1,
+    void *grown = dq_mem_grow (self->queue, &self->qcap, self->qlen + 1,
                           sizeof (*self->queue));
     if (!grown)
         s_out_of_memory ();

@@ -66,4 +66,23 @@ dq_mem_calloc (size_t n, size_t size)
     return p;
 }
 
+//  Returns array grown to hold at least need items of size bytes (by half
+//  again, at least 16; updating *cap), array itself if already big enough,
+//  or NULL (array untouched). Not for big arrays that want huge pages.
+static inline void *
+dq_mem_grow (void *array, size_t *cap, size_t need, size_t size)
+{
+    if (need <= *cap)
+        return array;
+    size_t newcap = *cap < 16 ? 16 : *cap + *cap / 2;
+    if (newcap < need)
+        newcap = need;
+    if (newcap > SIZE_MAX / size)
+        return NULL;
+    void *grown = realloc (array, newcap * size);
+    if (grown)
+        *cap = newcap;
+    return grown;
+}
+
 #endif

@@ -24,34 +24,30 @@ s_exists (const char *variable)
     return path && access (path, F_OK) == 0;
 }
 
+//  What fsync or fdatasync (named) does to fd under the triggers.
 static int
-s_failing (void)
+s_sync (const char *name, int fd)
 {
     if (s_exists ("DQ_SLOW_SYNC_FILE")) {
         struct timespec pause = { 1, 500000000 };
         nanosleep (&pause, NULL);
     }
-    return s_exists ("DQ_FAIL_SYNC_FILE");
+    if (s_exists ("DQ_FAIL_SYNC_FILE")) {
+        errno = EIO;
+        return -1;
+    }
+    int (*real) (int) = (int (*) (int)) dlsym (RTLD_NEXT, name);
+    return real? real (fd): -1;
 }
 
 int
 fdatasync (int fd)
 {
-    if (s_failing ()) {
-        errno = EIO;
-        return -1;
-    }
-    int (*real) (int) = (int (*) (int)) dlsym (RTLD_NEXT, "fdatasync");
-    return real? real (fd): -1;
+    return s_sync ("fdatasync", fd);
 }
 
 int
 fsync (int fd)
 {
-    if (s_failing ()) {
-        errno = EIO;
-        return -1;
-    }
-    int (*real) (int) = (int (*) (int)) dlsym (RTLD_NEXT, "fsync");
-    return real? real (fd): -1;
+    return s_sync ("fsync", fd);
 }
