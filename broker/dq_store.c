@@ -265,9 +265,11 @@ struct _dq_store_t {
     pthread_cond_t ckpt_cond;
     bool ckpt_wanted, ckpt_stop;
     //  The syncer (dq_store_sync_async): commits skip the fsync and a
-    //  thread fdatasyncs the WAL behind them. `commits` is the writer's;
-    //  the rest is under sync_lock.
+    //  thread fdatasyncs the WAL behind them. The first three fields are
+    //  the writer's alone; the rest is under sync_lock.
     uint64_t commits;            //  commits so far
+    uint64_t sync_asked;         //  commits dq_store_sync last asked for
+    uint64_t synced_seen;        //  synced as dq_store_durable last saw it
     bool sync_started;
     int wal_fd, sync_fd;         //  the WAL, read-only; eventfd to the broker
     pthread_t sync_thread;
@@ -1089,7 +1091,7 @@ dq_store_sync_async (dq_store_t *self)
         goto no_cond;
     if (s_pragma (self, "PRAGMA synchronous = NORMAL", NULL, 0))
         goto no_thread;
-    self->synced = self->sync_wanted = self->commits;
+    self->synced = self->sync_wanted = self->sync_asked = self->synced_seen = self->commits;
     if (pthread_create (&self->sync_thread, NULL, s_syncer, self) != 0) {
         (void) s_pragma (self, s_sync_sql [DQ_STORE_SYNC_FULL], NULL, 0);
         goto no_thread;
@@ -1124,11 +1126,12 @@ dq_store_sync (dq_store_t *self)
 {
     if (!self || self->failed)
         return -1;
-    if (!self->sync_started)
-        return 0;
+    if (!self->sync_started || self->sync_asked == self->commits)
+        return 0;               //  nothing new (a failure shows in durable)
+    self->sync_asked = self->commits;
     pthread_mutex_lock (&self->sync_lock);
     int err = self->sync_errno;
-    if (!err && self->sync_wanted < self->commits) {
+    if (!err) {
         self->sync_wanted = self->commits;
         pthread_cond_signal (&self->sync_cond);
     }
@@ -1145,15 +1148,22 @@ dq_store_durable (dq_store_t *self, uint64_t *durable)
         *durable = self->commits;
         return 0;
     }
-    uint64_t count;
-    if (read (self->sync_fd, &count, sizeof count) == -1 && errno != EAGAIN) {
-        //  Harmless: the state below is what counts
-    }
     pthread_mutex_lock (&self->sync_lock);
     int err = self->sync_errno;
     *durable = self->synced;
     pthread_mutex_unlock (&self->sync_lock);
-    return err? s_sync_failed (self, err): 0;
+    if (err)
+        return s_sync_failed (self, err);
+    //  The thread writes the descriptor, under the lock, each time it moves
+    //  synced: drain it only then, not with a system call every turn.
+    if (*durable != self->synced_seen) {
+        self->synced_seen = *durable;
+        uint64_t count;
+        if (read (self->sync_fd, &count, sizeof count) == -1 && errno != EAGAIN) {
+            //  Harmless: synced is what counts
+        }
+    }
+    return 0;
 }
 
 int
