@@ -101,6 +101,15 @@ struct _dq_broker_t {
     dq_registry_t *registry;
     dq_dag_t *dag;
     dq_heap_t *timers;       //  jobs by deadline_ms
+    //  With a store, finished jobs outside DAGs and without children leave
+    //  memory once the turn ends (they are "cold"): STATUS and RESULT read
+    //  them from the store, retention deletes them there (s_cold_expire).
+    uint64_t *evict;         //  finished this turn: sequences to evict
+    size_t nevict, evict_cap;
+    uint64_t cold;           //  cold jobs in the store
+    uint64_t cold_ms, cold_id;  //  retention's cursor in the store
+    uint64_t cold_checked;   //  monotonic ms of its last pass
+    bool cold_more;          //  the last pass stopped at its limit
     char broker_id [32];
     size_t broker_id_len;
     uint64_t next_seq;
@@ -618,6 +627,18 @@ s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
     s_queue_event (self, &ev);
 }
 
+//  Cold jobs (see s_evict_finished): a finished job to evict at the end
+//  of the turn.
+static void
+s_evict_later (dq_broker_t *self, uint64_t seq)
+{
+    uint64_t *evict = dq_mem_grow (self->evict, &self->evict_cap,
+                                   self->nevict + 1, sizeof *evict);
+    assert (evict);
+    self->evict = evict;
+    self->evict [self->nevict++] = seq;
+}
+
 //  Record a terminal state: memory, store, counters, event, retention.
 //  Does not touch the DAG tracker (callers do, when the state came from
 //  the job itself rather than from the tracker).
@@ -676,7 +697,12 @@ s_terminal (dq_broker_t *self, dq_bjob_t *job, int state,
                       .attempt = job->attempts, .at_ms = self->now,
                       .latency_us = (self->now - job->created_ms) * 1000 };
     s_queue_event (self, &ev);
-    s_timer_add (self, job, self->now + self->cfg.result_ttl_ms);
+    if (self->store && !job->dag) {
+        //  Children may still be added this turn: decided at its end.
+        s_evict_later (self, job->node.id);
+    }
+    else
+        s_timer_add (self, job, self->now + self->cfg.result_ttl_ms);
     if (job->dag)
         s_dag_check_done (self, job->dag);
 }
@@ -774,6 +800,116 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
         free (dag->slab);
         free (dag);
     }
+}
+
+//  ---------------------------------------------------------------------------
+//  Cold jobs: finished, outside DAGs, without children, held by the store
+//  alone. A broker taking a million jobs a minute with a day of retention
+//  would otherwise hold over a billion finished records in memory.
+
+//  End of a turn: the jobs that finished in it leave memory, unless they
+//  gained children meanwhile (those wait for retention in memory).
+static void
+s_evict_finished (dq_broker_t *self)
+{
+    for (size_t i = 0; i < self->nevict; i++) {
+        dq_bjob_t *job = s_job (self, self->evict [i]);
+        if (!job || !dq_state_is_terminal (job->state) || job->dag)
+            continue;
+        if (job->node.nchildren) {
+            if (job->where == DQ_WHERE_NONE)
+                s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
+            continue;
+        }
+        s_timer_remove (self, job);
+        dq_dag_forget (self->dag, &job->node);
+        dq_seqmap_remove (self->jobs, job->node.id);
+        free (job->payload);
+        free (job->output);
+        free (job->error);
+        free (job->name);
+        free (job->content_type);
+        free (job);
+        self->cold++;
+    }
+    self->nevict = 0;
+}
+
+//  A job not in memory, read from the store: 0 (row filled, *mem to free),
+//  1 if there is no such job, -1 on a store error (logged).
+static int
+s_cold_get (dq_broker_t *self, uint64_t seq, dq_store_job_t *row, void **mem)
+{
+    *mem = NULL;
+    if (!self->store || seq >= self->next_seq)
+        return 1;
+    int rc = dq_store_get_job (self->store, seq, row, mem);
+    if (rc < 0)
+        dq_log_error ("store - reading job %s-%" PRIu64 " failed: %s",
+                      self->broker_id, seq, dq_store_error (self->store));
+    return rc;
+}
+
+static dq_bjob_t *s_restore (dq_broker_t *self, const dq_store_job_t *r,
+                             bool loading);
+
+//  A job by sequence for something that needs its record (a new child, a
+//  replayed key): a cold job comes back into memory until its retention
+//  ends. NULL if unknown (or on a store error).
+static dq_bjob_t *
+s_job_warm (dq_broker_t *self, uint64_t seq)
+{
+    dq_bjob_t *job = s_job (self, seq);
+    if (job)
+        return job;
+    dq_store_job_t row;
+    void *mem;
+    if (s_cold_get (self, seq, &row, &mem))
+        return NULL;
+    job = dq_state_is_terminal (row.state)? s_restore (self, &row, false): NULL;
+    free (mem);
+    if (job && self->cold)
+        self->cold--;
+    return job;
+}
+
+//  Retention in the store: delete cold jobs whose time is up, walking the
+//  store's index of finish times from a cursor. Jobs held in memory are
+//  left to their timers. A pass is bounded so the loop stays responsive;
+//  with a backlog the next turn goes on, else once a second.
+#define S_COLD_BATCH 512
+
+static void
+s_cold_expire (dq_broker_t *self)
+{
+    uint64_t mono = dq_mono_ms ();
+    if (!self->store || (!self->cold_more && mono - self->cold_checked < 1000))
+        return;
+    self->cold_checked = mono;
+    uint64_t before = self->now > self->cfg.result_ttl_ms?
+                      self->now - self->cfg.result_ttl_ms: 0;
+    uint64_t ids [S_COLD_BATCH], finished [S_COLD_BATCH];
+    int n = dq_store_expired (self->store, before, self->cold_ms, self->cold_id,
+                              ids, finished, S_COLD_BATCH);
+    if (n < 0) {
+        s_store_fail (self, "finding expired jobs");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        if (s_job (self, ids [i]))
+            continue;
+        if (dq_store_delete_job (self->store, ids [i])) {
+            s_store_fail (self, "deleting an expired job");
+            return;
+        }
+        if (self->cold)
+            self->cold--;
+    }
+    if (n > 0) {
+        self->cold_ms = finished [n - 1];
+        self->cold_id = ids [n - 1];
+    }
+    self->cold_more = n == S_COLD_BATCH;
 }
 
 //  ---------------------------------------------------------------------------
@@ -926,10 +1062,10 @@ s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     assert (jobs);
     uint32_t found = 0;
     for (uint32_t i = 0; i < n; i++) {
-        dq_bjob_t *job = s_job (self, k->first + i);
+        dq_bjob_t *job = s_job_warm (self, k->first + i);
         if (!job && msg->jobs [i].key) {
             s_key_t *jk = zhashx_lookup (self->keys, msg->jobs [i].key);
-            job = jk? s_job (self, jk->first): NULL;
+            job = jk? s_job_warm (self, jk->first): NULL;
         }
         if (job)
             jobs [found++] = job;
@@ -1027,7 +1163,7 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
             bool is_dag;
             uint64_t seq;
             if (s_parse_id (self, j->deps [k].id, &is_dag, &seq, why, sizeof why)
-            ||  is_dag || !s_job (self, seq)) {
+            ||  is_dag || !s_job_warm (self, seq)) {
                 REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "jobs[%u]%s%s%s: depends on unknown job "
                              "'%.64s'%s%s", i, *name? " '": "", name, *name? "'": "",
                              j->deps [k].id, is_dag? " (a DAG id, not a job id)": "",
@@ -1095,8 +1231,8 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         const dq_jobspec_t *j = &msg->jobs [i];
         s_key_t *jk = j->key? zhashx_lookup (self->keys, j->key): NULL;
         if (jk)
-            jobs [i] = s_job (self, jk->first);
-        else {
+            jobs [i] = s_job_warm (self, jk->first);
+        if (!jobs [i]) {
             nnew++;
             nedges += j->ndeps;
         }
@@ -1266,22 +1402,113 @@ s_jobinfo (dq_broker_t *self, dq_bjob_t *job, dq_jobinfo_t *info, char *buf,
 
 #define S_INFO_BUF (4 * DQ_ID_MAX)
 
+//  A job a client named: its record (job), or its row in the store (a cold
+//  job: row, with mem to free).
+typedef struct {
+    dq_bjob_t *job;
+    dq_store_job_t row;
+    void *mem;
+} s_found_t;
+
+//  Find the job named id, in memory or in the store; a job brought back
+//  from the store is read there again when rows is set (STATUS: its record
+//  lacks parents that are not in memory). Replies with the error and
+//  returns -1 when it is unknown or cannot be read.
+static int
+s_find_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg,
+                 const char *id, bool rows, s_found_t *found)
+{
+    memset (found, 0, sizeof *found);
+    bool is_dag;
+    uint64_t seq;
+    int rc = 1;
+    if (!s_parse_id (self, id, &is_dag, &seq, NULL, 0) && !is_dag) {
+        found->job = s_job (self, seq);
+        if (found->job && (!rows || !found->job->restored))
+            return 0;
+        found->job = NULL;
+        rc = s_cold_get (self, seq, &found->row, &found->mem);
+    }
+    if (rc > 0)
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "job '%.64s' not found (unknown, or expired "
+                     "after --result-ttl)", id);
+    else
+    if (rc < 0)
+        REPLY_ERROR (DQ_ERR_INTERNAL, 1000, "job '%.64s' could not be read from the "
+                     "store; try again", id);
+    return rc? -1: 0;
+}
+
+//  A parent as STATUS shows it: held in memory, cold, or gone.
+static void
+s_parent_info (dq_broker_t *self, uint64_t seq, char *id, int *state)
+{
+    dq_bjob_t *p = s_job (self, seq);
+    dq_store_job_t row;
+    void *mem = NULL;
+    if (p)
+        *state = p->state;
+    else
+    if (s_cold_get (self, seq, &row, &mem) == 0)
+        *state = row.state;
+    else {
+        snprintf (id, DQ_ID_MAX, "(expired)");
+        *state = DQ_STATE_SUCCEEDED;
+        return;
+    }
+    free (mem);
+    s_job_id (self, seq, id);
+}
+
+//  s_jobinfo for a cold job's row.
+static void
+s_rowinfo (dq_broker_t *self, const dq_store_job_t *r, dq_jobinfo_t *info,
+           char *buf, const char **pids, int *pstates, char (*pbuf) [DQ_ID_MAX])
+{
+    memset (info, 0, sizeof *info);
+    char *id = buf, *dag_id = buf + DQ_ID_MAX, *skipped = buf + 3 * DQ_ID_MAX;
+    s_job_id (self, r->id, id);
+    info->id = id;
+    info->type = r->type;
+    info->name = r->name;
+    if (r->dag) {
+        s_dag_id (self, r->dag, dag_id);
+        info->dag_id = dag_id;
+    }
+    info->state = r->state;
+    info->priority = r->priority;
+    info->attempts = r->attempts;
+    info->max_attempts = r->max_attempts;
+    info->worker = r->worker;
+    info->created_ms = r->created_ms;
+    info->started_ms = r->started_ms;
+    info->finished_ms = r->finished_ms;
+    info->error = r->error;
+    if (r->skipped_by) {
+        s_job_id (self, r->skipped_by, skipped);
+        info->skipped_by = skipped;
+    }
+    info->output_size = r->output_size;
+    for (uint32_t k = 0; k < r->nparents; k++) {
+        s_parent_info (self, r->parents [k], pbuf [k], &pstates [k]);
+        pids [k] = pbuf [k];
+    }
+    info->parent_ids = pids;
+    info->parent_states = pstates;
+    info->nparents = r->nparents;
+}
+
 static void
 s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
 {
     uint32_t n = msg->nids;
-    dq_bjob_t **jobs = malloc ((size_t) n * sizeof *jobs);
-    assert (jobs);
+    s_found_t *found = calloc (n + 1, sizeof *found);
+    assert (found);
     size_t nparents = 0;
     for (uint32_t i = 0; i < n; i++) {
-        jobs [i] = s_job_by_id (self, msg->ids [i]);
-        if (!jobs [i]) {
-            REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "job '%.64s' not found (unknown, or "
-                         "expired after --result-ttl)", msg->ids [i]);
-            free (jobs);
-            return;
-        }
-        nparents += jobs [i]->node.nparents;
+        if (s_find_or_reply (self, peer, msg, msg->ids [i], true, &found [i]))
+            goto done;
+        nparents += found [i].job? found [i].job->node.nparents: found [i].row.nparents;
     }
     dq_jobinfo_t *infos = calloc (n, sizeof *infos);
     char *bufs = malloc ((size_t) n * S_INFO_BUF);
@@ -1291,9 +1518,17 @@ s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     assert (infos && bufs && pids && pstates && pbuf);
     size_t at = 0;
     for (uint32_t i = 0; i < n; i++) {
-        s_jobinfo (self, jobs [i], &infos [i], bufs + (size_t) i * S_INFO_BUF,
-                   pids + at, pstates + at, pbuf + at);
-        at += jobs [i]->node.nparents;
+        char *buf = bufs + (size_t) i * S_INFO_BUF;
+        if (found [i].job) {
+            s_jobinfo (self, found [i].job, &infos [i], buf, pids + at,
+                       pstates + at, pbuf + at);
+            at += found [i].job->node.nparents;
+        }
+        else {
+            s_rowinfo (self, &found [i].row, &infos [i], buf, pids + at,
+                       pstates + at, pbuf + at);
+            at += found [i].row.nparents;
+        }
     }
     dq_msg_t reply;
     dq_msg_init (&reply, DQ_CMD_JOBS);
@@ -1306,17 +1541,11 @@ s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     free (pids);
     free (bufs);
     free (infos);
-    free (jobs);
-}
-
-static dq_bjob_t *
-s_job_lookup_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
-{
-    dq_bjob_t *job = s_job_by_id (self, msg->id);
-    if (!job)
-        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "job '%.64s' not found (unknown, or expired "
-                     "after --result-ttl)", msg->id);
-    return job;
+done:
+    //  calloc'd: entries not reached hold NULL
+    for (uint32_t i = 0; i < n; i++)
+        free (found [i].mem);
+    free (found);
 }
 
 //  A finished job's output: from memory when held there, else read from
@@ -1346,33 +1575,35 @@ s_output_get (dq_broker_t *self, dq_bjob_t *job, const void **data,
 static void
 s_handle_result (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
 {
-    dq_bjob_t *job = s_job_lookup_or_reply (self, peer, msg);
-    if (!job)
+    s_found_t f;
+    if (s_find_or_reply (self, peer, msg, msg->id, false, &f))
         return;
-    if (!dq_state_is_terminal (job->state)) {
+    int state = f.job? f.job->state: f.row.state;
+    const void *output = NULL;
+    size_t output_size = 0;
+    void *owned = NULL;
+    if (!dq_state_is_terminal (state))
         REPLY_ERROR (DQ_ERR_NOT_FINISHED, 0, "job '%s' is %s, not finished yet",
-                     msg->id, dq_state_str (job->state));
-        return;
-    }
-    const void *output;
-    size_t output_size;
-    void *owned;
-    if (s_output_get (self, job, &output, &output_size, &owned)) {
+                     msg->id, dq_state_str (state));
+    else
+    if (f.job? s_output_get (self, f.job, &output, &output_size, &owned)
+             : dq_store_get_output (self->store, f.row.id, &owned, &output_size, NULL))
         REPLY_ERROR (DQ_ERR_INTERNAL, 1000, "the output of job '%s' could not be "
                      "read from the store; try again", msg->id);
-        return;
+    else {
+        dq_msg_t reply;
+        dq_msg_init (&reply, DQ_CMD_OUTPUT);
+        reply.rid = msg->rid;
+        reply.id = msg->id;
+        reply.state = state;
+        reply.output = f.job? output: owned;
+        reply.output_size = output_size;
+        reply.content_type = f.job? f.job->content_type: f.row.content_type;
+        reply.error = f.job? f.job->error: f.row.error;
+        s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
     }
-    dq_msg_t reply;
-    dq_msg_init (&reply, DQ_CMD_OUTPUT);
-    reply.rid = msg->rid;
-    reply.id = msg->id;
-    reply.state = job->state;
-    reply.output = output;
-    reply.output_size = output_size;
-    reply.content_type = job->content_type;
-    reply.error = job->error;
-    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
     free (owned);
+    free (f.mem);
 }
 
 //  Cancel one job: it never runs (or its worker abandons it), descendants
@@ -1414,10 +1645,12 @@ s_handle_cancel (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         }
     }
     else {
-        dq_bjob_t *job = s_job_lookup_or_reply (self, peer, msg);
-        if (!job)
+        //  A cold job has finished: nothing to cancel.
+        s_found_t f;
+        if (s_find_or_reply (self, peer, msg, msg->id, false, &f))
             return;
-        count = (uint64_t) s_cancel_job (self, job);
+        count = f.job? (uint64_t) s_cancel_job (self, f.job): 0;
+        free (f.mem);
     }
     dq_log_info ("%s=%s count=%" PRIu64 " - cancelled", is_dag? "dag": "job",
                  msg->id, count);
@@ -1475,7 +1708,8 @@ s_handle_stats (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.rid = msg->rid;
     reply.broker_id = self->broker_id;
     reply.uptime_ms = self->now - self->started_ms;
-    reply.jobs_total = dq_seqmap_size (self->jobs);
+    reply.jobs_total = dq_seqmap_size (self->jobs) + self->cold;
+    reply.jobs_in_memory = dq_seqmap_size (self->jobs);
     reply.queued_bytes = self->unfinished_bytes;
     reply.workers_total = nw;
     reply.dispatch_hist = self->dispatch_hist;
@@ -1903,6 +2137,7 @@ s_run_timers (dq_broker_t *self)
         }
     }
     s_keys_expire (self);
+    s_cold_expire (self);
 }
 
 static void
@@ -2194,15 +2429,18 @@ s_load_dag (void *arg, const dq_store_dag_t *d)
     return 0;
 }
 
-static int
-s_load_job (void *arg, const dq_store_job_t *r)
+//  A record for a stored job: loading the store at start, or bringing a
+//  cold job back (then it was counted already and is in no DAG). Returns
+//  NULL if its id is out of range.
+static dq_bjob_t *
+s_restore (dq_broker_t *self, const dq_store_job_t *r, bool loading)
 {
-    dq_broker_t *self = arg;
     dq_type_t *type = dq_sched_type (self->sched, r->type, true);
     if (!type)
-        return -1;
+        return NULL;
+    //  A cold job comes back without its payload (it has finished).
     dq_jobspec_t spec = { .type = r->type, .payload = r->payload,
-                          .payload_size = r->payload_size,
+                          .payload_size = r->payload? r->payload_size: 0,
                           .content_type = r->content_type, .name = r->name,
                           .priority = r->priority, .attempts = r->max_attempts,
                           .timeout_ms = r->timeout_ms };
@@ -2213,14 +2451,18 @@ s_load_job (void *arg, const dq_store_job_t *r)
         free (job->name);
         free (job->content_type);
         free (job);
-        return -1;
+        return NULL;
     }
+    job->restored = !loading;
+    unsigned worker;
+    if (r->worker && sscanf (r->worker, "w%u", &worker) == 1)
+        job->last_worker = worker;
     job->created_ms = r->created_ms;
     job->started_ms = r->started_ms;
     job->run_at_ms = r->run_at_ms;
     job->attempts = (uint16_t) r->attempts;
     job->error = r->error? strdup (r->error): NULL;
-    if (r->dag) {
+    if (r->dag && loading) {
         job->dag = dq_seqmap_get (self->dags, r->dag);
         if (job->dag) {
             dq_bdag_t *dag = job->dag;
@@ -2237,7 +2479,8 @@ s_load_job (void *arg, const dq_store_job_t *r)
     if (terminal) {
         //  Counted as terminal from the start; the tracker is told below.
         job->state = (uint8_t) r->state;
-        job->type->counts [r->state]++;
+        if (loading)
+            job->type->counts [r->state]++;
         if (job->dag)
             job->dag->counts [r->state]++;
         job->finished_ms = r->finished_ms;
@@ -2280,7 +2523,13 @@ s_load_job (void *arg, const dq_store_job_t *r)
             dq_dag_finish (self->dag, &job->node, r->state);
         s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
     }
-    return 0;
+    return job;
+}
+
+static int
+s_load_job (void *arg, const dq_store_job_t *r)
+{
+    return s_restore (arg, r, true)? 0: -1;
 }
 
 static int
@@ -2299,8 +2548,18 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
     if (seq && dq_parse_u64 (seq, 1, UINT64_MAX, &stored) == 0 && stored > self->next_seq)
         self->next_seq = stored;
     free (seq);
-    //  DAGs that finished before the restart keep their finish time.
+    //  Finished jobs outside DAGs without children go cold, as if they had
+    //  just finished.
     uint64_t cursor = 0;
+    dq_bjob_t *job;
+    while ((job = dq_seqmap_next (self->jobs, &cursor, NULL))) {
+        if (dq_state_is_terminal (job->state) && !job->dag && !job->node.nchildren) {
+            s_evict_later (self, job->node.id);
+        }
+    }
+    s_evict_finished (self);
+    //  DAGs that finished before the restart keep their finish time.
+    cursor = 0;
     dq_bdag_t *dag;
     while ((dag = dq_seqmap_next (self->dags, &cursor, NULL))) {
         uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]
@@ -2308,8 +2567,10 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
         if (done == dag->njobs)
             dag->finished_ms = dag->created_ms;
     }
-    dq_log_info ("store - loaded jobs=%zu unfinished=%" PRIu64 " dags=%zu keys=%zu "
-                 "in %" PRIu64 " ms", dq_seqmap_size (self->jobs), self->unfinished,
+    dq_log_info ("store - loaded jobs=%zu (%" PRIu64 " in memory) unfinished=%" PRIu64
+                 " dags=%zu keys=%zu in %" PRIu64 " ms",
+                 dq_seqmap_size (self->jobs) + self->cold, dq_seqmap_size (self->jobs),
+                 self->unfinished,
                  dq_seqmap_size (self->dags), zhashx_size (self->keys),
                  dq_mono_ms () - t0);
     return 0;
@@ -2648,6 +2909,7 @@ dq_broker_run (dq_broker_t *self)
         s_send_acks (self);
         //  5. group commit, before anything of the batch is sent
         if (self->store) {
+            s_evict_finished (self);
             if (self->next_seq != self->stored_seq) {
                 char seq [32];
                 snprintf (seq, sizeof seq, "%" PRIu64, self->next_seq);
@@ -2713,6 +2975,7 @@ dq_broker_destroy (dq_broker_t **self_p)
     free (self->out);
     free (self->evs);
     free (self->marks);
+    free (self->evict);
     if (self->jobs) {
         uint64_t cursor = 0;
         dq_bjob_t *job;

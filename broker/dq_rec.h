@@ -50,6 +50,8 @@ struct dq_bjob_s {
     uint16_t attempts, max_attempts;
     uint8_t state, where;
     bool in_slab;            //  the record is part of its DAG's slab
+    bool restored;           //  a cold job brought back: parents it had
+                             //  that were not in memory are not in node
 };
 
 //  A worker's membership in one type's worker heap.

@@ -66,6 +66,13 @@
             created_ms INTEGER NOT NULL
         );
         CREATE INDEX keys_created ON keys (created_ms);
+        CREATE INDEX outcomes_finished ON outcomes (finished_ms);
+
+    outcomes_finished came after version 2 was released: open adds it to a
+    store without it, and older brokers open such a store and keep it up to
+    date (an index needs no code), so it did not need a new version. It is
+    how retention finds expired jobs that the broker no longer holds in
+    memory (dq_store_expired).
 
     A job is finished if and only if it has an outcomes row. Its lifetime
     costs one insert into jobs (and edges), one into outcomes, and the
@@ -152,6 +159,9 @@ typedef enum {
     S_DAG_DELETE,
     S_KEYS_EXPIRE,
     S_JOB_OUTPUT,
+    S_JOB_GET,
+    S_JOB_EDGES,
+    S_EXPIRED,
     S_PAGE_COUNT,
     S_COUNT_
 } s_stmt_t;
@@ -192,6 +202,20 @@ static const char *s_sql [S_COUNT_] = {
     [S_JOB_OUTPUT] =
         "SELECT o.id IS NOT NULL, o.output, o.error, j.error FROM jobs j"
         " LEFT JOIN outcomes o ON o.id = j.id WHERE j.id = ?",
+    //  Everything but the payload and the output (their sizes only)
+    [S_JOB_GET] =
+        "SELECT j.type, j.content_type, j.name, j.key, j.priority,"
+        " j.max_attempts, j.timeout_ms, j.created_ms, j.dag, j.attempts,"
+        " j.run_at_ms, j.error, length (j.payload), o.id IS NOT NULL, o.state,"
+        " o.attempts, o.started_ms, o.finished_ms, o.worker, length (o.output),"
+        " o.error, o.skipped_by FROM jobs j"
+        " LEFT JOIN outcomes o ON o.id = j.id WHERE j.id = ?",
+    [S_JOB_EDGES] =
+        "SELECT parent, run_on_failure FROM edges WHERE child = ? ORDER BY pos",
+    //  Walks the outcomes_finished index from a cursor
+    [S_EXPIRED] =
+        "SELECT id, finished_ms FROM outcomes WHERE finished_ms < ?"
+        " AND (finished_ms, id) > (?, ?) ORDER BY finished_ms, id LIMIT ?",
     [S_PAGE_COUNT] = "PRAGMA page_count",
 };
 
@@ -219,7 +243,8 @@ static const char *s_schema_sql =
     "CREATE TABLE IF NOT EXISTS keys ("
     "  key TEXT PRIMARY KEY, first INTEGER NOT NULL, count INTEGER NOT NULL,"
     "  dag INTEGER NOT NULL, created_ms INTEGER NOT NULL);"
-    "CREATE INDEX IF NOT EXISTS keys_created ON keys (created_ms);";
+    "CREATE INDEX IF NOT EXISTS keys_created ON keys (created_ms);"
+    "CREATE INDEX IF NOT EXISTS outcomes_finished ON outcomes (finished_ms);";
 
 //  Version 1 to 2: the jobs table is split into jobs and outcomes. Runs
 //  before s_schema_sql, inside the schema transaction.
@@ -1983,6 +2008,178 @@ dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
     sqlite3_reset (stmt);
     sqlite3_clear_bindings (stmt);
     return result;
+}
+
+//  The strings of a job read by dq_store_get_job, and its parents, in one
+//  allocation the caller frees.
+typedef struct {
+    size_t used;
+    char data [];
+} s_arena_t;
+
+static const char *
+s_arena_str (s_arena_t *a, const char *text)
+{
+    if (!text)
+        return NULL;
+    size_t n = strlen (text) + 1;
+    char *at = a->data + a->used;
+    memcpy (at, text, n);
+    a->used += n;
+    return at;
+}
+
+static size_t
+s_text_size (sqlite3_stmt *stmt, int col)
+{
+    const char *text = s_column_text (stmt, col);
+    return text? strlen (text) + 1: 0;
+}
+
+int
+dq_store_get_job (dq_store_t *self, uint64_t id, dq_store_job_t *job, void **mem)
+{
+    *mem = NULL;
+    memset (job, 0, sizeof *job);
+    if (!self)
+        return -1;
+    sqlite3_stmt *stmt = self->stmt [S_JOB_GET];
+    sqlite3_stmt *edges = self->stmt [S_JOB_EDGES];
+    uint64_t *parents = NULL;
+    bool *rof = NULL;
+    uint32_t nparents = 0, cap = 0;
+    int result = -1;
+    int rc = sqlite3_bind_int64 (stmt, 1, (sqlite3_int64) id);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step (stmt);
+    if (rc == SQLITE_DONE) {
+        result = 1;
+        goto done;
+    }
+    if (rc != SQLITE_ROW)
+        goto failed;
+    //  Parents first: their count sizes the allocation
+    rc = sqlite3_bind_int64 (edges, 1, (sqlite3_int64) id);
+    while (rc == SQLITE_OK && (rc = sqlite3_step (edges)) == SQLITE_ROW) {
+        if (nparents == cap) {
+            cap = cap? cap * 2: 8;
+            uint64_t *p = realloc (parents, cap * sizeof *p);
+            if (p)
+                parents = p;
+            bool *r = p? realloc (rof, cap * sizeof *r): NULL;
+            if (!r) {
+                s_set_error (self, "get_job: out of memory");
+                goto done;
+            }
+            rof = r;
+        }
+        parents [nparents] = (uint64_t) sqlite3_column_int64 (edges, 0);
+        rof [nparents++] = sqlite3_column_int64 (edges, 1) != 0;
+        rc = SQLITE_OK;
+    }
+    if (rc != SQLITE_DONE)
+        goto failed;
+    bool finished = sqlite3_column_int (stmt, 13) != 0;
+    static const int texts [] = { 0, 1, 2, 3, 11, 18, 20 };
+    size_t size = sizeof (s_arena_t) + nparents * (sizeof (uint64_t) + 1) + 8;
+    for (size_t i = 0; i < sizeof texts / sizeof texts [0]; i++)
+        size += s_text_size (stmt, texts [i]);
+    s_arena_t *a = malloc (size);
+    if (!a) {
+        s_set_error (self, "get_job: out of memory");
+        goto done;
+    }
+    //  The parents' ids first, where they are aligned
+    uint64_t *pids = (uint64_t *) a->data;
+    if (nparents)
+        memcpy (pids, parents, nparents * sizeof *pids);
+    a->used = nparents * sizeof *pids;
+    bool *prof = (bool *) (a->data + a->used);
+    if (nparents)
+        memcpy (prof, rof, nparents);
+    a->used += nparents;
+    *job = (dq_store_job_t) {
+        .id = id,
+        .type = s_arena_str (a, s_column_text (stmt, 0)),
+        .content_type = s_arena_str (a, s_column_text (stmt, 1)),
+        .name = s_arena_str (a, s_column_text (stmt, 2)),
+        .key = s_arena_str (a, s_column_text (stmt, 3)),
+        .priority = (int32_t) sqlite3_column_int64 (stmt, 4),
+        .max_attempts = (uint32_t) sqlite3_column_int64 (stmt, 5),
+        .timeout_ms = (uint32_t) sqlite3_column_int64 (stmt, 6),
+        .created_ms = (uint64_t) sqlite3_column_int64 (stmt, 7),
+        .dag = (uint64_t) sqlite3_column_int64 (stmt, 8),
+        .attempts = (uint32_t) sqlite3_column_int64 (stmt, 9),
+        .run_at_ms = (uint64_t) sqlite3_column_int64 (stmt, 10),
+        .error = s_arena_str (a, s_column_text (stmt, 11)),
+        .payload_size = (size_t) sqlite3_column_int64 (stmt, 12),
+        .state = DQ_STATE_WAITING,
+        .parents = nparents? pids: NULL,
+        .run_on_failure = nparents? prof: NULL,
+        .nparents = nparents
+    };
+    if (finished) {
+        job->state = (int) sqlite3_column_int64 (stmt, 14);
+        job->attempts = (uint32_t) sqlite3_column_int64 (stmt, 15);
+        job->started_ms = (uint64_t) sqlite3_column_int64 (stmt, 16);
+        job->finished_ms = (uint64_t) sqlite3_column_int64 (stmt, 17);
+        job->worker = s_arena_str (a, s_column_text (stmt, 18));
+        job->output_size = (size_t) sqlite3_column_int64 (stmt, 19);
+        job->error = s_arena_str (a, s_column_text (stmt, 20));
+        job->skipped_by = (uint64_t) sqlite3_column_int64 (stmt, 21);
+    }
+    if (!job->type || job->state < DQ_STATE_WAITING || job->state >= DQ_STATE_COUNT_) {
+        s_set_error (self, "%s: job %" PRIu64 " is damaged", self->path, id);
+        free (a);
+        memset (job, 0, sizeof *job);
+        goto done;
+    }
+    *mem = a;
+    result = 0;
+    goto done;
+failed:
+    s_set_error (self, "%s: get_job of job %" PRIu64 " failed: %s",
+                 self->path, id, sqlite3_errmsg (self->db));
+done:
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+    sqlite3_reset (edges);
+    sqlite3_clear_bindings (edges);
+    free (parents);
+    free (rof);
+    return result;
+}
+
+int
+dq_store_expired (dq_store_t *self, uint64_t before_ms, uint64_t after_ms,
+                  uint64_t after_id, uint64_t *ids, uint64_t *finished,
+                  size_t max)
+{
+    if (!self || !max)
+        return self? 0: -1;
+    if (before_ms > INT64_MAX)
+        before_ms = INT64_MAX;
+    if (max > INT32_MAX)
+        max = INT32_MAX;
+    sqlite3_stmt *stmt = self->stmt [S_EXPIRED];
+    s_binder_t b = s_binder (self, S_EXPIRED);
+    s_bind_u64 (&b, before_ms);
+    s_bind_u64 (&b, after_ms);
+    s_bind_u64 (&b, after_id);
+    s_bind_u64 (&b, max);
+    int rc = b.rc;
+    size_t n = 0;
+    while (rc == SQLITE_OK && (rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        ids [n] = (uint64_t) sqlite3_column_int64 (stmt, 0);
+        finished [n++] = (uint64_t) sqlite3_column_int64 (stmt, 1);
+        rc = n < max? SQLITE_OK: SQLITE_DONE;
+    }
+    if (rc != SQLITE_DONE)
+        s_set_error (self, "%s: finding expired jobs failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+    sqlite3_reset (stmt);
+    sqlite3_clear_bindings (stmt);
+    return rc == SQLITE_DONE? (int) n: -1;
 }
 
 uint64_t

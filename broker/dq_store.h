@@ -201,6 +201,23 @@ int
     dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
                          size_t *output_size, char **error);
 
+//  One job as stored, with its outcome and parents, but not its payload
+//  or output (payload_size and output_size say how big they are). Strings
+//  and arrays point into *mem, which the caller frees. Returns 0, 1 if the
+//  job is not stored, or -1 (error).
+int
+    dq_store_get_job (dq_store_t *self, uint64_t id, dq_store_job_t *job,
+                      void **mem);
+
+//  Retention: up to max finished jobs whose finished_ms is before
+//  before_ms, in (finished_ms, id) order, starting after the cursor
+//  (after_ms, after_id): their ids and finish times. Returns how many, or
+//  -1 (error).
+int
+    dq_store_expired (dq_store_t *self, uint64_t before_ms, uint64_t after_ms,
+                      uint64_t after_id, uint64_t *ids, uint64_t *finished,
+                      size_t max);
+
 //  Bytes used by the database (and WAL), and bytes free on its file system.
 uint64_t
     dq_store_size (dq_store_t *self);

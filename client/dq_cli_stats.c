@@ -34,6 +34,7 @@ s_print_json (const dq_msg_t *r, uint64_t now)
     json_object_set_new (o, "broker_id", s_str (r->broker_id));
     json_object_set_new (o, "uptime_ms", json_integer ((json_int_t) r->uptime_ms));
     json_object_set_new (o, "jobs_total", json_integer ((json_int_t) r->jobs_total));
+    json_object_set_new (o, "jobs_in_memory", json_integer ((json_int_t) r->jobs_in_memory));
     json_object_set_new (o, "queued_bytes", json_integer ((json_int_t) r->queued_bytes));
     json_t *types = json_array ();
     for (uint32_t i = 0; i < r->ntypestats; i++) {
@@ -87,10 +88,11 @@ static void
 s_print_text (const dq_msg_t *r, uint64_t now)
 {
     char up [32], bytes [32];
-    printf ("broker %s, up %s, %llu jobs, %s of payloads unfinished\n",
+    printf ("broker %s, up %s, %llu jobs (%llu in memory), %s of payloads unfinished\n",
             r->broker_id? r->broker_id: "?",
             dq_cli_fmt_duration ((int64_t) r->uptime_ms, up, sizeof up),
             (unsigned long long) r->jobs_total,
+            (unsigned long long) r->jobs_in_memory,
             dq_cli_fmt_bytes (r->queued_bytes, bytes, sizeof bytes));
 
     printf ("\n");

@@ -468,6 +468,7 @@ s_emit_msg (s_w_t *w, const void *item)
         s_pack_map (w->pk, s_emit_daginfo, m->dag, &w->too_big);
     s_w_u64 (w, "uptime_ms", m->uptime_ms);
     s_w_u64 (w, "jobs_total", m->jobs_total);
+    s_w_u64 (w, "jobs_in_memory", m->jobs_in_memory);
     s_w_u64 (w, "queued_bytes", m->queued_bytes);
     s_w_u64 (w, "workers_total", m->workers_total);
     s_w_hist (w, "dispatch_hist", m->dispatch_hist, m->ndispatch_hist);
@@ -1447,6 +1448,7 @@ s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
     }
     if (KEY ("uptime_ms"))    return s_get_u64 (d, v, "uptime_ms", UINT64_MAX, &m->uptime_ms);
     if (KEY ("jobs_total"))   return s_get_u64 (d, v, "jobs_total", UINT64_MAX, &m->jobs_total);
+    if (KEY ("jobs_in_memory")) return s_get_u64 (d, v, "jobs_in_memory", UINT64_MAX, &m->jobs_in_memory);
     if (KEY ("queued_bytes")) return s_get_u64 (d, v, "queued_bytes", UINT64_MAX, &m->queued_bytes);
     if (KEY ("workers_total")) return s_get_u64 (d, v, "workers_total", UINT64_MAX, &m->workers_total);
     if (KEY ("dispatch_hist"))

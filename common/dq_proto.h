@@ -277,6 +277,8 @@ typedef struct {
     dq_daginfo_t *dag;       //  DAG_INFO
     uint64_t uptime_ms;      //  STATS_REPLY
     uint64_t jobs_total;     //  STATS_REPLY: jobs in the broker's table
+    uint64_t jobs_in_memory; //  STATS_REPLY: of those, held in memory (the
+                             //  rest are finished jobs kept by the store)
     uint64_t queued_bytes;   //  STATS_REPLY: payload bytes of unfinished jobs
     //  STATS_REPLY: dispatch latency (ready to dispatched) histogram: counts
     //  per bucket, upper bounds DQ_PROTO_HIST_BOUNDS_MS, the last is +Inf.

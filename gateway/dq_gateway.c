@@ -1358,6 +1358,7 @@ s_stats_json (dq_gateway_t *self, const dq_msg_t *r)
     o = s_json_set (o, "broker_id", s_json_str (r->broker_id));
     o = s_json_set (o, "uptime_ms", s_json_u64 (r->uptime_ms));
     o = s_json_set (o, "jobs_total", s_json_u64 (r->jobs_total));
+    o = s_json_set (o, "jobs_in_memory", s_json_u64 (r->jobs_in_memory));
     o = s_json_set (o, "queued_bytes", s_json_u64 (r->queued_bytes));
     o = s_json_set (o, "workers_total", s_json_u64 (r->workers_total));
     json_t *types = json_array ();
@@ -1567,6 +1568,9 @@ s_metrics_text (dq_gateway_t *self, s_buf_t *b, const dq_msg_t *r)
     s_prom_head (b, "dagq_broker_jobs", "gauge",
                  "Jobs in the broker's table (unfinished and retained finished ones).");
     s_prom_value (b, "dagq_broker_jobs", r->jobs_total);
+    s_prom_head (b, "dagq_broker_jobs_in_memory", "gauge",
+                 "Jobs the broker holds in memory (the rest are finished jobs in its store).");
+    s_prom_value (b, "dagq_broker_jobs_in_memory", r->jobs_in_memory);
     s_prom_head (b, "dagq_broker_queued_bytes", "gauge",
                  "Payload bytes of unfinished jobs.");
     s_prom_value (b, "dagq_broker_queued_bytes", r->queued_bytes);

@@ -506,6 +506,25 @@ test_store_round_trips_every_field (void **state)
         store = s_open (fx);
     }
 
+    //  One job at a time (cold jobs): every field but the payload and
+    //  the output, whose sizes it gives
+    for (size_t i = 0; i < 5; i++) {
+        dq_store_job_t got;
+        void *mem = NULL;
+        assert_int_equal (dq_store_get_job (store, jobs [i].id, &got, &mem), 0);
+        assert_non_null (mem);
+        dq_store_job_t want = jobs [i];
+        want.payload = want.output = NULL;
+        if (want.state < DQ_STATE_SUCCEEDED)
+            want.state = DQ_STATE_WAITING;
+        s_assert_job (&want, &got);
+        free (mem);
+    }
+    dq_store_job_t none;
+    void *none_mem = &none;
+    assert_int_equal (dq_store_get_job (store, 999, &none, &none_mem), 1);
+    assert_null (none_mem);
+
     //  Output read back from disk
     void *out = NULL;
     size_t out_size = 0;
@@ -672,6 +691,58 @@ test_store_updates_show_in_load (void **state)
     db = s_reader (fx);
     assert_int_equal (s_count (db, "SELECT count(*) FROM outcomes"), 2);
     sqlite3_close (db);
+}
+
+//  Retention finds finished jobs by finish time, from a cursor.
+static void
+test_store_finds_expired_jobs (void **state)
+{
+    fixture_t *fx = *state;
+    dq_store_t *store = s_open (fx);
+    //  Ids 1..20; finish times not in id order, two jobs per time, and job
+    //  7 never finishes
+    for (uint64_t id = 1; id <= 20; id++) {
+        dq_store_job_t job = s_plain_job (id);
+        assert_int_equal (dq_store_put_job (store, &job), 0);
+        if (id == 7)
+            continue;
+        dq_store_end_t end = { .id = id, .state = DQ_STATE_SUCCEEDED,
+                               .finished_ms = 1000 + (20 - id) / 2 };
+        assert_int_equal (dq_store_set_finished (store, &end), 0);
+    }
+    assert_int_equal (dq_store_commit (store), 0);
+    uint64_t ids [8], fin [8];
+    //  Before 1003: ids 20, 19 (1000), 18, 17 (1001), 16, 15 (1002)
+    assert_int_equal (dq_store_expired (store, 1003, 0, 0, ids, fin, 8), 6);
+    uint64_t want [] = { 19, 20, 17, 18, 15, 16 };
+    for (int i = 0; i < 6; i++) {
+        assert_int_equal (ids [i], want [i]);
+        assert_int_equal (fin [i], 1000 + i / 2);
+    }
+    //  From a cursor in the middle of a finish time, in pages of 3
+    assert_int_equal (dq_store_expired (store, 1003, 1001, 17, ids, fin, 3), 3);
+    assert_int_equal (ids [0], 18);
+    assert_int_equal (ids [1], 15);
+    assert_int_equal (ids [2], 16);
+    assert_int_equal (dq_store_expired (store, 1003, 1002, 16, ids, fin, 3), 0);
+    //  Deleted jobs are not found again; the unfinished one never is
+    assert_int_equal (dq_store_delete_job (store, 19), 0);
+    assert_int_equal (dq_store_expired (store, UINT64_MAX, 0, 0, ids, fin, 8), 8);
+    assert_int_equal (ids [0], 20);
+    uint64_t n = 0, cursor_ms = 0, cursor_id = 0;
+    int got;
+    while ((got = dq_store_expired (store, UINT64_MAX, cursor_ms, cursor_id,
+                                    ids, fin, 4)) > 0) {
+        for (int i = 0; i < got; i++)
+            assert_true (ids [i] != 7 && ids [i] != 19);
+        n += (uint64_t) got;
+        cursor_ms = fin [got - 1];
+        cursor_id = ids [got - 1];
+    }
+    assert_int_equal (got, 0);
+    assert_int_equal (n, 18);
+    assert_int_equal (dq_store_commit (store), 0);
+    dq_store_close (&store);
 }
 
 static void
@@ -1494,6 +1565,7 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_opens_in_every_sync_mode,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_loads_many_jobs, setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_finds_expired_jobs, setup, teardown),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
 }

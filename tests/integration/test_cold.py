@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""Finished jobs leave the broker's memory and stay answerable from its store.
+
+With a store, a finished job that is not in a DAG and has no children is
+dropped from memory at the end of the broker's turn ("cold"): STATUS,
+RESULT, CANCEL, depends_on and idempotent replays then read it from
+SQLite. STATS tells the two apart (jobs_total counts every job the broker
+answers for, jobs_in_memory the ones it holds). These checks use the
+broker as a client would and compare every field with what it said while
+the jobs were fresh, before and after a kill -9 and restart.
+"""
+
+import os
+import sys
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import dq_harness as h  # noqa: E402
+
+# Fields STATUS must report the same for a job in memory and a cold one.
+SAME = ("id", "type", "state", "attempts", "max_attempts", "priority", "worker",
+        "created_ms", "started_ms", "finished_ms", "error", "output_size",
+        "parent_ids", "parent_states")
+
+
+class ColdJobsTest(unittest.TestCase):
+
+    def wait_memory(self, cl, held, what):
+        h.wait_until(lambda: cl.stats().get("jobs_in_memory") == held, 60,
+                     what="%s (jobs_in_memory %d)" % (what, held))
+
+    def check_same(self, before, after):
+        for b, a in zip(before, after):
+            for f in SAME:
+                self.assertEqual(b.get(f), a.get(f), "%s of %s" % (f, b["id"]))
+
+    def test_cold_jobs_answer_from_the_store(self):
+        with h.Cluster(name="cold") as c:
+            c.start_worker(name="cw", concurrency=4)
+            c.wait_workers(names=["cw"])
+            cl = c.client()
+            n = h.scaled(2000, 200)
+            plain = cl.submit([{"type": "echo", "payload": b"p-%d" % i,
+                                "content_type": "text/x-dagq", "priority": i % 3}
+                               for i in range(n)])["ids"]
+            failed = cl.submit([{"type": "fail", "payload": b"why", "attempts": 2}])["ids"]
+            keyed = cl.submit([{"type": "echo", "payload": b"k"}], key="cold-key")["ids"]
+            # A parent with a child stays in memory until its children end.
+            fam = cl.submit([{"type": "echo", "payload": b"mum"},
+                             {"type": "concat", "deps": [{"idx": 0}]}])["ids"]
+            # Never runs: it stays in memory, and cancelling it makes it cold.
+            later = cl.submit([{"type": "echo", "payload": b"x", "delay_ms": 3600000}])["ids"]
+            done = plain + failed + keyed + fam
+            fresh = c.wait_terminal(done)
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], len(done) + 1, st)
+            # Only the delayed job and the parent (it has a child) stay.
+            self.wait_memory(cl, 2, "finished jobs left memory")
+            self.assertEqual(cl.stats()["jobs_total"], len(done) + 1)
+
+            cold = cl.status_many(done)
+            self.check_same(fresh, cold)
+            for info in cold[:n]:
+                self.assertEqual(h.state_name(info["state"]), "succeeded", info)
+                self.assertTrue(info["worker"], info)
+            self.assertEqual(h.state_name(cold[n]["state"]), "failed")
+            self.assertEqual(cold[n]["attempts"], 2)
+            self.assertIn("why", cold[n]["error"])
+            # The child is cold; its parent is held and shown succeeded.
+            self.assertEqual(cold[-1]["parent_ids"], [fam[0]])
+            self.assertEqual([h.state_name(s) for s in cold[-1]["parent_states"]], ["succeeded"])
+
+            res = cl.results_many(plain)
+            for i, jid in enumerate(plain):
+                self.assertEqual(res[jid]["output"], b"p-%d" % i)
+                self.assertEqual(res[jid].get("content_type"), "text/x-dagq")
+            r = cl.result(failed[0])
+            self.assertEqual(h.state_name(r["state"]), "failed")
+            self.assertIn("why", r.get("error", ""))
+            self.assertEqual(cl.result(fam[1])["output"], b"mum")
+            self.assertEqual(cl.cancel(plain[0]).get("count", 0), 0)
+            self.assertEqual(h.state_name(cl.status([plain[0]])[0]["state"]), "succeeded")
+
+            # Cancelling the delayed job ends it: it goes cold too.
+            self.assertEqual(cl.cancel(later[0])["count"], 1)
+            self.wait_memory(cl, 1, "the cancelled job left memory")
+            self.assertEqual(h.state_name(cl.status(later)[0]["state"]), "cancelled")
+
+            # A replayed key answers with the cold job's id, creating nothing.
+            self.assertEqual(cl.submit([{"type": "echo", "payload": b"k"}],
+                                       key="cold-key")["ids"], keyed)
+            self.assertEqual(cl.stats()["jobs_total"], len(done) + 1)
+
+            # depends_on a cold job: the child runs with its output.
+            kids = cl.submit([{"type": "concat", "deps": [{"id": plain[7]}, {"id": plain[9]}]},
+                              {"type": "echo", "payload": b"after-fail",
+                               "deps": [{"id": failed[0]}]}])["ids"]
+            infos = c.wait_terminal(kids)
+            self.assertEqual(cl.result(kids[0])["output"], b"p-7p-9")
+            self.assertEqual(infos[0]["parent_ids"], [plain[7], plain[9]])
+            self.assertEqual(h.state_name(infos[1]["state"]), "skipped")
+            self.assertEqual(infos[1].get("skipped_by"), failed[0])
+            # The parents it brought back answer as before.
+            self.check_same([fresh[7], fresh[n]], cl.status([plain[7], failed[0]]))
+            total = len(done) + 1 + len(kids)
+            self.assertEqual(cl.stats()["jobs_total"], total)
+
+            # After a kill -9 the store brings back only what must be held.
+            c.kill_broker()
+            c.restart_broker()
+            cl = c.client()
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], total, st)
+            self.assertLess(st["jobs_in_memory"], 10, st)
+            self.check_same(fresh, cl.status_many(done))
+            res = cl.results_many(plain)
+            for i, jid in enumerate(plain):
+                self.assertEqual(res[jid]["output"], b"p-%d" % i)
+            self.assertEqual(cl.submit([{"type": "echo", "payload": b"k"}],
+                                       key="cold-key")["ids"], keyed)
+            c.wait_workers(names=["cw"])
+            more = cl.submit([{"type": "concat", "deps": [{"id": plain[1]}]}])["ids"]
+            c.wait_terminal(more)
+            self.assertEqual(cl.result(more[0])["output"], b"p-1")
+
+    def test_memory_broker_keeps_finished_jobs(self):
+        with h.Cluster(name="cold-mem", memory=True) as c:
+            c.start_worker(name="mw", concurrency=2)
+            c.wait_workers(names=["mw"])
+            cl = c.client()
+            ids = cl.submit([{"type": "echo", "payload": b"m-%d" % i} for i in range(50)])["ids"]
+            c.wait_terminal(ids)
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], 50, st)
+            self.assertEqual(st["jobs_in_memory"], 50, st)
+            self.assertEqual(cl.result(ids[3])["output"], b"m-3")
+
+
+if __name__ == "__main__":
+    h.run_tests()
