@@ -300,6 +300,7 @@ s_msg_eq (const dq_msg_t *a, const dq_msg_t *b)
     s_daginfo_eq (a->dag, b->dag);
     assert_int_equal (a->uptime_ms, b->uptime_ms);
     assert_int_equal (a->jobs_total, b->jobs_total);
+    assert_int_equal (a->jobs_in_memory, b->jobs_in_memory);
     assert_int_equal (a->queued_bytes, b->queued_bytes);
     assert_int_equal (a->workers_total, b->workers_total);
     assert_int_equal (a->ndispatch_hist, b->ndispatch_hist);
@@ -456,6 +457,7 @@ s_full_init (full_t *f, dq_cmd_t cmd)
     m->dag = &f->dag;
     m->uptime_ms = 123456789;
     m->jobs_total = 1000000;
+    m->jobs_in_memory = 4321;
     m->queued_bytes = UINT64_MAX;
     m->workers_total = 3;
     for (int i = 0; i < DQ_PROTO_HIST_BUCKETS; i++)
@@ -825,7 +827,7 @@ static const field_t s_top_fields [] = {
     { "heartbeat_ms", K_U32 }, { "liveness", K_U32 }, { "broker_id", K_STR },
     { "worker_id", K_STR }, { "infos", K_RECS }, { "typestats", K_RECS },
     { "workers", K_RECS }, { "dag", K_MAP }, { "uptime_ms", K_U64 },
-    { "jobs_total", K_U64 }, { "queued_bytes", K_U64 }, { "workers_total", K_U64 },
+    { "jobs_total", K_U64 }, { "jobs_in_memory", K_U64 }, { "queued_bytes", K_U64 }, { "workers_total", K_U64 },
     { "dispatch_hist", K_U64S }, { "sync_hist", K_U64S }, { NULL, 0 }
 };
 static const field_t s_job_fields [] = {
