@@ -2529,7 +2529,19 @@ s_restore (dq_broker_t *self, const dq_store_job_t *r, bool loading)
 static int
 s_load_job (void *arg, const dq_store_job_t *r)
 {
-    return s_restore (arg, r, true)? 0: -1;
+    dq_broker_t *self = arg;
+    if (dq_state_is_terminal (r->state) && !r->dag && !r->has_children) {
+        //  Cold (see s_evict_finished): counted, not held.
+        dq_type_t *type = dq_sched_type (self->sched, r->type, true);
+        if (!type)
+            return -1;
+        type->counts [r->state]++;
+        if (r->id >= self->next_seq)
+            self->next_seq = r->id + 1;
+        self->cold++;
+        return 0;
+    }
+    return s_restore (self, r, true)? 0: -1;
 }
 
 static int
@@ -2548,18 +2560,8 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
     if (seq && dq_parse_u64 (seq, 1, UINT64_MAX, &stored) == 0 && stored > self->next_seq)
         self->next_seq = stored;
     free (seq);
-    //  Finished jobs outside DAGs without children go cold, as if they had
-    //  just finished.
-    uint64_t cursor = 0;
-    dq_bjob_t *job;
-    while ((job = dq_seqmap_next (self->jobs, &cursor, NULL))) {
-        if (dq_state_is_terminal (job->state) && !job->dag && !job->node.nchildren) {
-            s_evict_later (self, job->node.id);
-        }
-    }
-    s_evict_finished (self);
     //  DAGs that finished before the restart keep their finish time.
-    cursor = 0;
+    uint64_t cursor = 0;
     dq_bdag_t *dag;
     while ((dag = dq_seqmap_next (self->dags, &cursor, NULL))) {
         uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]

@@ -1793,38 +1793,76 @@ s_load_dags (dq_store_t *self, const dq_store_loader_t *loader)
     return result;
 }
 
-//  Jobs, their outcomes and their edges come from three cursors walked in
-//  step (all in id order), so loading costs three table scans, not a
-//  query per job.
+//  Jobs with their outcomes (a join on the id: a B-tree step per job) and
+//  their edges come from two cursors walked in step, in id order. Blobs are
+//  not read: an output's size only, a payload only while its job has not
+//  finished (for large payloads and outputs most of the store).
+//  The ids of jobs some stored job names as a parent, ascending, into
+//  *ids (malloc'd). 0 or -1.
+static int
+s_load_parents (dq_store_t *self, uint64_t **ids, size_t *count)
+{
+    sqlite3_stmt *stmt = NULL;
+    size_t n = 0, cap = 0;
+    *ids = NULL;
+    if (s_load_prepare (self, "SELECT DISTINCT parent FROM edges ORDER BY parent", &stmt))
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step (stmt)) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap? cap * 2: 256;
+            uint64_t *grown = realloc (*ids, cap * sizeof *grown);
+            if (!grown) {
+                s_set_error (self, "load: out of memory");
+                break;
+            }
+            *ids = grown;
+        }
+        (*ids) [n++] = (uint64_t) sqlite3_column_int64 (stmt, 0);
+    }
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+        s_set_error (self, "%s: loading edges failed: %s", self->path,
+                     sqlite3_errmsg (self->db));
+    sqlite3_finalize (stmt);
+    if (rc != SQLITE_DONE) {
+        free (*ids);
+        *ids = NULL;
+        return -1;
+    }
+    *count = n;
+    return 0;
+}
+
 static int
 s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
 {
-    sqlite3_stmt *jobs = NULL, *outcomes = NULL, *edges = NULL;
+    sqlite3_stmt *jobs = NULL, *edges = NULL;
     uint64_t *parents = NULL;
     bool *run_on_failure = NULL;
     size_t capacity = 0;
+    uint64_t *with_children = NULL;
+    size_t nwith = 0, at_with = 0;
     int result = -1;
 
-    if (s_load_prepare (self,
-            "SELECT id, type, payload, content_type, name, key, priority,"
-            " max_attempts, timeout_ms, created_ms, dag, attempts, run_at_ms,"
-            " error FROM jobs ORDER BY id", &jobs)
+    if (s_load_parents (self, &with_children, &nwith)
     ||  s_load_prepare (self,
-            "SELECT id, state, attempts, started_ms, finished_ms, worker, output,"
-            " error, skipped_by FROM outcomes ORDER BY id", &outcomes)
+            "SELECT j.id, j.type, CASE WHEN o.id IS NULL THEN j.payload END,"
+            " j.content_type, j.name, j.key, j.priority, j.max_attempts,"
+            " j.timeout_ms, j.created_ms, j.dag, j.attempts, j.run_at_ms, j.error,"
+            " o.id IS NOT NULL, o.state, o.attempts, o.started_ms, o.finished_ms,"
+            " o.worker, length (o.output), o.error, o.skipped_by, length (j.payload)"
+            " FROM jobs j LEFT JOIN outcomes o ON o.id = j.id ORDER BY j.id", &jobs)
     ||  s_load_prepare (self,
             "SELECT child, parent, run_on_failure FROM edges ORDER BY child, pos",
             &edges))
         goto done;
 
     int edge_rc = sqlite3_step (edges);
-    int outcome_rc = sqlite3_step (outcomes);
     int rc;
     while ((rc = sqlite3_step (jobs)) == SQLITE_ROW) {
         sqlite3_int64 id = sqlite3_column_int64 (jobs, 0);
         uint32_t nparents = 0;
-        //  Edges and outcomes of a job that is not stored (deleted by hand)
-        //  are skipped
+        //  Edges of a job that is not stored (deleted by hand) are skipped
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) < id)
             edge_rc = sqlite3_step (edges);
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) == id) {
@@ -1851,15 +1889,9 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
                          sqlite3_errmsg (self->db));
             goto done;
         }
-        while (outcome_rc == SQLITE_ROW && sqlite3_column_int64 (outcomes, 0) < id)
-            outcome_rc = sqlite3_step (outcomes);
-        if (outcome_rc != SQLITE_ROW && outcome_rc != SQLITE_DONE) {
-            s_set_error (self, "%s: loading outcomes failed: %s", self->path,
-                         sqlite3_errmsg (self->db));
-            goto done;
-        }
-        bool finished = outcome_rc == SQLITE_ROW
-                     && sqlite3_column_int64 (outcomes, 0) == id;
+        bool finished = sqlite3_column_int (jobs, 14) != 0;
+        while (at_with < nwith && with_children [at_with] < (uint64_t) id)
+            at_with++;
         dq_store_job_t job = {
             .id = (uint64_t) id,
             .type = s_column_text (jobs, 1),
@@ -1877,11 +1909,14 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
             .state = DQ_STATE_WAITING,
             .parents = nparents? parents: NULL,
             .run_on_failure = nparents? run_on_failure: NULL,
-            .nparents = nparents
+            .nparents = nparents,
+            .has_children = at_with < nwith && with_children [at_with] == (uint64_t) id
         };
-        job.payload = s_column_blob (jobs, 2, &job.payload_size);
-        if (finished) {
-            int64_t state = sqlite3_column_int64 (outcomes, 1);
+        if (!finished)
+            job.payload = s_column_blob (jobs, 2, &job.payload_size);
+        else {
+            job.payload_size = (size_t) sqlite3_column_int64 (jobs, 23);
+            int64_t state = sqlite3_column_int64 (jobs, 15);
             //  The file is input: a row the broker could not have written
             //  is reported, not passed on
             if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
@@ -1891,13 +1926,13 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
                 goto done;
             }
             job.state = (int) state;
-            job.attempts = (uint32_t) sqlite3_column_int64 (outcomes, 2);
-            job.started_ms = (uint64_t) sqlite3_column_int64 (outcomes, 3);
-            job.finished_ms = (uint64_t) sqlite3_column_int64 (outcomes, 4);
-            job.worker = s_column_text (outcomes, 5);
-            job.output = s_column_blob (outcomes, 6, &job.output_size);
-            job.error = s_column_text (outcomes, 7);
-            job.skipped_by = (uint64_t) sqlite3_column_int64 (outcomes, 8);
+            job.attempts = (uint32_t) sqlite3_column_int64 (jobs, 16);
+            job.started_ms = (uint64_t) sqlite3_column_int64 (jobs, 17);
+            job.finished_ms = (uint64_t) sqlite3_column_int64 (jobs, 18);
+            job.worker = s_column_text (jobs, 19);
+            job.output_size = (size_t) sqlite3_column_int64 (jobs, 20);
+            job.error = s_column_text (jobs, 21);
+            job.skipped_by = (uint64_t) sqlite3_column_int64 (jobs, 22);
         }
         if (!job.type) {
             s_set_error (self, "%s: job %" PRIu64 " is damaged (no type)",
@@ -1917,10 +1952,10 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
     result = 0;
 done:
     sqlite3_finalize (jobs);
-    sqlite3_finalize (outcomes);
     sqlite3_finalize (edges);
     free (parents);
     free (run_on_failure);
+    free (with_children);
     return result;
 }
 

@@ -64,6 +64,8 @@ typedef struct {
     const uint64_t *parents; //  in depends_on order
     const bool *run_on_failure;  //  per parent
     uint32_t nparents;
+    bool has_children;       //  dq_store_load only: a stored job names it
+                             //  as a parent
 } dq_store_job_t;
 
 //  The outcome of a job: a terminal state, recorded once.
@@ -191,7 +193,9 @@ int
 int
     dq_store_durable (dq_store_t *self, uint64_t *durable);
 
-//  Replay everything stored: keys, DAGs, then jobs in id order.
+//  Replay everything stored: keys, DAGs, then jobs in id order. Jobs come
+//  without their output (output_size only: dq_store_get_output reads it),
+//  and finished ones without their payload (payload_size only).
 int
     dq_store_load (dq_store_t *self, const dq_store_loader_t *loader);
 
