@@ -1,11 +1,13 @@
 /*  bench_reads - how fast a broker answers for jobs that have finished.
 
     Submits --jobs echo jobs of --size bytes to a running broker (with
-    workers), waits until they have all finished and, with a store, until
-    the broker has let them go from memory (STATS jobs_in_memory), then
-    asks for them one at a time: --reads STATUS requests and as many RESULT
-    requests, each for a job picked at random, each waiting for its answer.
-    Prints the broker's memory figures and the round-trip percentiles.
+    workers), at most S_WINDOW unfinished at a time (so the backlog, not
+    what finished, stays small), waits until they have all finished and,
+    with a store, until the broker has let them go from memory (STATS
+    jobs_in_memory), then asks for them one at a time: --reads STATUS
+    requests and as many RESULT requests, each for a job picked at random,
+    each waiting for its answer. Prints the broker's memory figures (RSS
+    growth per finished job with --pid) and the round-trip percentiles.
 
     Run it against a --memory broker (finished jobs held in memory) and a
     broker with a store (finished jobs read from SQLite) to compare; see
@@ -24,6 +26,7 @@
 #include "dq_util.h"
 
 #define S_BATCH 500
+#define S_WINDOW 10          //  batches submitted and not yet finished
 
 static uint64_t
 s_mono_us (void)
@@ -35,7 +38,7 @@ s_mono_us (void)
 
 typedef struct {
     const char *frontend;
-    uint64_t jobs, size, reads, timeout_ms;
+    uint64_t jobs, size, reads, timeout_ms, pid;
 } opts_t;
 
 static void
@@ -50,6 +53,7 @@ s_usage (FILE *out)
 "  --size BYTES           payload (and so output) size (default 1024)\n"
 "  --reads N              STATUS requests, and RESULT requests (default 20000)\n"
 "  --timeout SECONDS      give up after this long (default 300)\n"
+"  --pid PID              the broker's pid: report its RSS growth per job\n"
 "  -h, --help             this help\n");
 }
 
@@ -64,6 +68,7 @@ s_parse (int argc, char **argv, opts_t *o)
         { "size", required_argument, NULL, 's' },
         { "reads", required_argument, NULL, 'r' },
         { "timeout", required_argument, NULL, 'T' },
+        { "pid", required_argument, NULL, 'p' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -76,6 +81,7 @@ s_parse (int argc, char **argv, opts_t *o)
             case 's': rc = dq_parse_u64 (optarg, 0, 1 << 20, &o->size); break;
             case 'r': rc = dq_parse_u64 (optarg, 1, 10000000, &o->reads); break;
             case 'T': rc = dq_parse_seconds_ms (optarg, 86400, &o->timeout_ms); break;
+            case 'p': rc = dq_parse_u64 (optarg, 1, INT32_MAX, &o->pid); break;
             case 'h': s_usage (stdout); exit (0);
             default: s_usage (stderr); return -1;
         }
@@ -105,6 +111,22 @@ s_print_lat (const char *what, uint64_t *us, uint64_t n, double secs)
     printf ("%-8s %" PRIu64 " requests, %.0f/s one at a time: p50 %" PRIu64 " us, p99 %"
             PRIu64 " us, max %" PRIu64 " us\n", what, n, secs > 0? n / secs: 0,
             us [n / 2], us [n * 99 / 100], us [n - 1]);
+}
+
+//  VmRSS of pid in KiB, 0 if it cannot be read.
+static uint64_t
+s_rss_kib (uint64_t pid)
+{
+    char path [64], line [256];
+    snprintf (path, sizeof path, "/proc/%" PRIu64 "/status", pid);
+    FILE *f = fopen (path, "r");
+    uint64_t kib = 0;
+    while (f && fgets (line, sizeof line, f))
+        if (sscanf (line, "VmRSS: %" SCNu64, &kib) == 1)
+            break;
+    if (f)
+        fclose (f);
+    return kib;
 }
 
 //  STATS figures: jobs the broker answers for, and of those held in memory.
@@ -140,8 +162,18 @@ main (int argc, char **argv)
     memset (payload, 'r', o.size);
     int status = 1;
     uint64_t deadline = dq_mono_ms () + o.timeout_ms;
+    uint64_t rss0 = o.pid? s_rss_kib (o.pid): 0;
     //  1. the jobs
     for (uint64_t at = 0; at < o.jobs; ) {
+        if (at >= S_WINDOW * S_BATCH) {
+            uint64_t from = at - S_WINDOW * S_BATCH;
+            if (dq_client_wait (client, idp + from, S_BATCH,
+                                (int) (deadline - dq_mono_ms ()), NULL) != DQ_OK) {
+                fprintf (stderr, "bench_reads: jobs did not finish: %s\n",
+                         dq_client_error (client));
+                goto done;
+            }
+        }
         uint32_t n = o.jobs - at < S_BATCH? (uint32_t) (o.jobs - at): S_BATCH;
         for (uint32_t i = 0; i < n; i++)
             specs [i] = (dq_jobspec_t) { .type = "echo", .payload = payload,
@@ -182,9 +214,15 @@ main (int argc, char **argv)
         zclock_sleep (200);
     }
     printf ("held     %" PRIu64 " jobs, %" PRIu64 " of them in memory\n", total, memory);
+    int64_t grown = 0;
+    if (o.pid) {
+        grown = (int64_t) s_rss_kib (o.pid) - (int64_t) rss0;
+        printf ("memory   broker RSS %" PRIu64 " KiB before, %" PRId64 " KiB more after: %.0f"
+                " bytes per finished job\n", rss0, grown, grown * 1024.0 / (double) o.jobs);
+    }
     //  3. one request at a time
     const char *what [] = { "status", "result" };
-    uint64_t bytes = 0;
+    uint64_t bytes = 0, p50 [2], p99 [2];
     for (int kind = 0; kind < 2; kind++) {
         uint64_t t0 = s_mono_us ();
         for (uint64_t i = 0; i < o.reads; i++) {
@@ -206,11 +244,13 @@ main (int argc, char **argv)
             }
         }
         s_print_lat (what [kind], lat, o.reads, (double) (s_mono_us () - t0) / 1e6);
-        printf ("RESULT %s_p50_us=%" PRIu64 " %s_p99_us=%" PRIu64 "\n", what [kind],
-                lat [o.reads / 2], what [kind], lat [o.reads * 99 / 100]);
+        p50 [kind] = lat [o.reads / 2];
+        p99 [kind] = lat [o.reads * 99 / 100];
     }
-    printf ("RESULT held=%" PRIu64 " in_memory=%" PRIu64 " output_bytes=%" PRIu64 "\n",
-            total, memory, bytes);
+    printf ("RESULT held=%" PRIu64 " in_memory=%" PRIu64 " output_bytes=%" PRIu64
+            " rss_grown_kib=%" PRId64 " status_p50_us=%" PRIu64 " status_p99_us=%" PRIu64
+            " result_p50_us=%" PRIu64 " result_p99_us=%" PRIu64 "\n", total, memory,
+            bytes, grown, p50 [0], p99 [0], p50 [1], p99 [1]);
     status = 0;
 done:
     dq_client_destroy (&client);
