@@ -761,6 +761,19 @@ test_store_finds_expired_jobs (void **state)
     assert_int_equal (n, 18);
     assert_int_equal (dq_store_commit (store), 0);
     dq_store_close (&store);
+
+    //  A store of an earlier broker, without the index: open builds it
+    sqlite3 *db = NULL;
+    assert_int_equal (sqlite3_open (fx->db, &db), SQLITE_OK);
+    s_exec (db, "DROP INDEX outcomes_finished");
+    sqlite3_close (db);
+    store = s_open (fx);
+    assert_int_equal (dq_store_expired (store, 1003, 0, 0, ids, fin, 8), 5);
+    dq_store_close (&store);
+    db = s_reader (fx);
+    assert_int_equal (s_count (db, "SELECT count(*) FROM sqlite_master"
+                                   " WHERE name = 'outcomes_finished'"), 1);
+    sqlite3_close (db);
 }
 
 static void
