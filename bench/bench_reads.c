@@ -38,7 +38,7 @@ s_mono_us (void)
 
 typedef struct {
     const char *frontend;
-    uint64_t jobs, size, reads, timeout_ms, pid;
+    uint64_t jobs, size, reads, per_status, timeout_ms, pid;
 } opts_t;
 
 static void
@@ -54,6 +54,7 @@ s_usage (FILE *out)
 "  --reads N              STATUS requests, and RESULT requests (default 20000)\n"
 "  --timeout SECONDS      give up after this long (default 300)\n"
 "  --pid PID              the broker's pid: report its RSS growth per job\n"
+"  --ids-per-status K     job ids in each STATUS request (default 1)\n"
 "  -h, --help             this help\n");
 }
 
@@ -61,7 +62,8 @@ static int
 s_parse (int argc, char **argv, opts_t *o)
 {
     *o = (opts_t) { .frontend = "tcp://127.0.0.1:5555", .jobs = 100000,
-                    .size = 1024, .reads = 20000, .timeout_ms = 300000 };
+                    .size = 1024, .reads = 20000, .per_status = 1,
+                    .timeout_ms = 300000 };
     static const struct option longopts [] = {
         { "frontend", required_argument, NULL, 'f' },
         { "jobs", required_argument, NULL, 'n' },
@@ -69,6 +71,7 @@ s_parse (int argc, char **argv, opts_t *o)
         { "reads", required_argument, NULL, 'r' },
         { "timeout", required_argument, NULL, 'T' },
         { "pid", required_argument, NULL, 'p' },
+        { "ids-per-status", required_argument, NULL, 'i' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -82,6 +85,7 @@ s_parse (int argc, char **argv, opts_t *o)
             case 'r': rc = dq_parse_u64 (optarg, 1, 10000000, &o->reads); break;
             case 'T': rc = dq_parse_seconds_ms (optarg, 86400, &o->timeout_ms); break;
             case 'p': rc = dq_parse_u64 (optarg, 1, INT32_MAX, &o->pid); break;
+            case 'i': rc = dq_parse_u64 (optarg, 1, 10000, &o->per_status); break;
             case 'h': s_usage (stdout); exit (0);
             default: s_usage (stderr); return -1;
         }
@@ -153,9 +157,10 @@ main (int argc, char **argv)
     char *payload = malloc (o.size + 1);
     char (*ids) [DQ_PROTO_NAME_MAX + 1] = calloc (o.jobs, sizeof *ids);
     uint64_t *lat = calloc (o.reads, sizeof *lat);
+    const char **pick = calloc (o.per_status, sizeof *pick);
     dq_jobspec_t *specs = calloc (S_BATCH, sizeof *specs);
     const char **idp = calloc (o.jobs, sizeof *idp);
-    if (!client || !payload || !ids || !lat || !specs || !idp) {
+    if (!client || !payload || !ids || !lat || !specs || !idp || !pick) {
         fprintf (stderr, "bench_reads: out of memory\n");
         return 1;
     }
@@ -226,13 +231,16 @@ main (int argc, char **argv)
     for (int kind = 0; kind < 2; kind++) {
         uint64_t t0 = s_mono_us ();
         for (uint64_t i = 0; i < o.reads; i++) {
-            const char *id = idp [(uint64_t) rand () % o.jobs];
+            uint32_t k = kind == 0? (uint32_t) o.per_status: 1;
+            for (uint32_t j = 0; j < k; j++)
+                pick [j] = idp [(uint64_t) rand () % o.jobs];
+            const char *id = pick [0];
             dq_msg_t *reply = NULL;
             uint64_t start = s_mono_us ();
-            rc = kind == 0? dq_client_status (client, &id, 1, &reply)
+            rc = kind == 0? dq_client_status (client, pick, k, &reply)
                           : dq_client_result (client, id, &reply);
             lat [i] = s_mono_us () - start;
-            bool ok = rc == DQ_OK && (kind == 0? reply->ninfos == 1
+            bool ok = rc == DQ_OK && (kind == 0? reply->ninfos == k
                                                : reply->output_size == o.size);
             if (kind == 1 && ok)
                 bytes += reply->output_size;
@@ -259,5 +267,6 @@ done:
     free (lat);
     free (specs);
     free (idp);
+    free (pick);
     return status;
 }

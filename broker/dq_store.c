@@ -280,6 +280,7 @@ struct _dq_store_t {
     int upgraded_from;           //  format version upgraded at open, 0 = none
     dq_store_sync_t sync;        //  as opened
     bool failed;                 //  a write or commit failed: fail-stop
+    bool dirty;                  //  the open transaction wrote something
     char error [DQ_STORE_ERROR_MAX];  //  last error, "" if none
     //  The checkpointer: its own connection and thread, woken by the WAL
     //  hook of the read-write connection.
@@ -1385,9 +1386,11 @@ s_fail (dq_store_t *self)
     }
 }
 
-//  Joins the open transaction, opening one if none. 0 or -1.
+//  Joins the open transaction, opening one if none. 0 or -1. Reads join
+//  it too: outside a transaction each statement would take and drop
+//  SQLite's locks (fcntl calls) on its own.
 static int
-s_write_begin (dq_store_t *self)
+s_begin (dq_store_t *self)
 {
     if (self->failed) {
         //  Keep the first error: it is the one the operator needs
@@ -1404,6 +1407,15 @@ s_write_begin (dq_store_t *self)
         s_fail (self);
         return -1;
     }
+    return 0;
+}
+
+static int
+s_write_begin (dq_store_t *self)
+{
+    if (s_begin (self))
+        return -1;
+    self->dirty = true;
     return 0;
 }
 
@@ -1709,7 +1721,9 @@ dq_store_commit (dq_store_t *self)
         s_fail (self);
         return -1;
     }
-    self->commits++;
+    if (self->dirty)
+        self->commits++;        //  a transaction that only read needs no sync
+    self->dirty = false;
     return 0;
 }
 
@@ -1993,6 +2007,8 @@ dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
         s_set_error (self, "get_output: output and output_size go together");
         return -1;
     }
+    if (s_begin (self))
+        return -1;
     sqlite3_stmt *stmt = self->stmt [S_JOB_OUTPUT];
     int result = -1;
     int rc = sqlite3_bind_int64 (stmt, 1, (sqlite3_int64) id);
@@ -2076,7 +2092,7 @@ dq_store_get_job (dq_store_t *self, uint64_t id, dq_store_job_t *job, void **mem
 {
     *mem = NULL;
     memset (job, 0, sizeof *job);
-    if (!self)
+    if (!self || s_begin (self))
         return -1;
     sqlite3_stmt *stmt = self->stmt [S_JOB_GET];
     sqlite3_stmt *edges = self->stmt [S_JOB_EDGES];
@@ -2192,6 +2208,8 @@ dq_store_expired (dq_store_t *self, uint64_t before_ms, uint64_t after_ms,
 {
     if (!self || !max)
         return self? 0: -1;
+    if (s_begin (self))
+        return -1;
     if (before_ms > INT64_MAX)
         before_ms = INT64_MAX;
     if (max > INT32_MAX)

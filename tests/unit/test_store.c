@@ -759,7 +759,18 @@ test_store_finds_expired_jobs (void **state)
     }
     assert_int_equal (got, 0);
     assert_int_equal (n, 18);
+    //  A transaction that only read commits without counting as a commit
+    //  (nothing for the syncer to do); one that wrote counts
+    uint64_t commits = dq_store_commits (store);
     assert_int_equal (dq_store_commit (store), 0);
+    assert_int_equal (dq_store_commits (store), commits + 1);
+    assert_int_equal (dq_store_expired (store, 1003, 0, 0, ids, fin, 8), 5);
+    dq_store_job_t row;
+    void *mem = NULL;
+    assert_int_equal (dq_store_get_job (store, 20, &row, &mem), 0);
+    free (mem);
+    assert_int_equal (dq_store_commit (store), 0);
+    assert_int_equal (dq_store_commits (store), commits + 1);
     dq_store_close (&store);
 
     //  A store of an earlier broker, without the index: open builds it
