@@ -13,7 +13,10 @@
 # to its first answer and its RSS after.
 #
 # Usage: bench/run_reads.sh [--store memory|full|normal|off]... [-n JOBS]
-#                           [--size BYTES] [-w WORKERS] [--no-build]
+#                           [--size BYTES] [-w WORKERS] [--reads N]
+#                           [--ids-per-status K] [--no-build]
+# (--reads: requests of each kind, default 20,000; --ids-per-status: job
+# ids in each STATUS, default 1)
 # Environment: BUILD_DIR (default <repo>/build-bench), KEEP_LOGS=1.
 # Exit status: 0 all runs completed, 1 a run failed, 2 usage.
 set -euo pipefail
@@ -22,10 +25,12 @@ NAME=run_reads.sh
 WORKERS=3
 JOBS=300000
 SIZE=1024
+READS_N=20000
+PER_STATUS=1
 DO_BUILD=1
 MODES=()
 usage () {
-    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
 }
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -38,6 +43,8 @@ while [ $# -gt 0 ]; do
         -n|--jobs) need_number "$1" "${2:-}"; JOBS=$2; shift 2 ;;
         --size) need_number "$1" "${2:-}"; SIZE=$2; shift 2 ;;
         -w|--workers) need_number "$1" "${2:-}"; WORKERS=$2; shift 2 ;;
+        --reads) need_number "$1" "${2:-}"; READS_N=$2; shift 2 ;;
+        --ids-per-status) need_number "$1" "${2:-}"; PER_STATUS=$2; shift 2 ;;
         --no-build) DO_BUILD=0; shift ;;
         -h|--help) usage; exit 0 ;;
         *) usage >&2; exit 2 ;;
@@ -64,7 +71,8 @@ for mode in "${MODES[@]}"; do
     start_broker "broker-$mode" "${args[@]}"
     start_workers "$WORKERS" "worker-$mode"
     run_bench "reads-$mode" "$READS" --frontend "$FE" --pid "$BROKER_PID" \
-              --jobs "$JOBS" --size "$SIZE" --timeout 600
+              --jobs "$JOBS" --size "$SIZE" --reads "$READS_N" \
+              --ids-per-status "$PER_STATUS" --timeout 600
     r=$LAST_RESULT
     line=$(printf '%-7s %6.0f B of RSS per finished job (%s of %s held in memory); STATUS p50/p99 %s/%s us, RESULT %s/%s us' \
         "$mode" "$(echo "$(field rss_grown_kib "$r") * 1024 / $JOBS" | bc -l)" \
