@@ -693,15 +693,6 @@ dq_client_dag_summary (dq_client_t *self, const char *id, dq_msg_t **reply)
     return s_dag (self, id, true, reply);
 }
 
-static bool
-s_all_terminal (const dq_msg_t *jobs)
-{
-    for (uint32_t i = 0; i < jobs->ninfos; i++)
-        if (!dq_state_is_terminal (jobs->infos [i].state))
-            return false;
-    return true;
-}
-
 //  Sleep ms, not reading the socket (nothing is due on it between calls).
 static void
 s_sleep_ms (int64_t ms)
@@ -727,16 +718,14 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
     int64_t interval = DQ_CLIENT_POLL_FIRST;
     bool answered = false;      //  the broker answered at least once
     dq_msg_t *last = NULL;
-    //  Up to one chunk, every poll asks for all ids, so the last reply
-    //  describes them all. Beyond, only ids not yet terminal are asked for.
-    const char **pending = NULL;
+    //  Polls ask only for ids not yet terminal (a finished job may have to
+    //  be read from the broker's store). Up to one chunk, a last STATUS of
+    //  them all makes the reply describe them all.
+    const char **pending = malloc (n * sizeof (char *));
     uint32_t npending = n;
-    if (n > DQ_CLIENT_WAIT_CHUNK) {
-        pending = malloc (n * sizeof (char *));
-        if (!pending)
-            return s_fail (self, DQ_ERR_INTERNAL, "out of memory");
-        memcpy (pending, ids, n * sizeof (char *));
-    }
+    if (!pending)
+        return s_fail (self, DQ_ERR_INTERNAL, "out of memory");
+    memcpy (pending, ids, n * sizeof (char *));
     int rc = DQ_OK;
     while (true) {
         uint32_t kept = 0;
@@ -750,7 +739,7 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
                 left = DQ_CLIENT_RESEND_FIRST;
             int call_ms = left < self->timeout_ms? (int) left: self->timeout_ms;
             dq_msg_t *jobs;
-            const char **batch = pending? pending + at: ids;
+            const char **batch = pending + at;
             rc = s_status (self, batch, chunk, call_ms, &jobs);
             if (rc) {
                 if (rc == DQ_ERR_UNAVAILABLE && answered && s_now_ms () >= deadline)
@@ -758,20 +747,19 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
                 goto done;
             }
             answered = true;
-            if (pending)
-                for (uint32_t i = 0; i < chunk; i++)
-                    if (!dq_state_is_terminal (jobs->infos [i].state))
-                        pending [kept++] = batch [i];
-            bool finished = !pending && s_all_terminal (jobs);
+            for (uint32_t i = 0; i < chunk; i++)
+                if (!dq_state_is_terminal (jobs->infos [i].state))
+                    pending [kept++] = batch [i];
             dq_msg_destroy (&last);
             last = jobs;
-            if (finished)
-                goto done;
         }
-        if (pending) {
-            npending = kept;
-            if (npending == 0)
-                goto done;
+        npending = kept;
+        if (npending == 0) {
+            if (reply && n <= DQ_CLIENT_WAIT_CHUNK && last->ninfos != n) {
+                dq_msg_destroy (&last);
+                rc = s_status (self, ids, n, self->timeout_ms, &last);
+            }
+            goto done;
         }
         int64_t left = deadline - s_now_ms ();
         if (left <= 0) {

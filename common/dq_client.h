@@ -102,13 +102,14 @@ int
     dq_client_dag_summary (dq_client_t *self, const char *id, dq_msg_t **reply);
 
 //  Wait until every id is terminal or timeout_ms passes (-1 = forever).
-//  Polls STATUS (interval growing from 5 ms to 500 ms), at most 10,000 ids
-//  per request; beyond that, ids already terminal are not asked again. A
-//  poll in progress may outlast timeout_ms by up to 1 s. Returns DQ_OK when
-//  all are terminal, DQ_CLIENT_TIMED_OUT when timeout_ms passed first, or an
-//  error code (DQ_ERR_UNAVAILABLE if the broker never answered). *reply (if
-//  not NULL) gets the last JOBS message seen: for up to 10,000 ids it holds
-//  them all; for more, only those of the last poll.
+//  Polls STATUS (interval growing from 5 ms to 500 ms) for the ids not yet
+//  terminal, at most 10,000 per request. Returns DQ_OK when all are
+//  terminal, DQ_CLIENT_TIMED_OUT when timeout_ms passed first, or an error
+//  code (DQ_ERR_UNAVAILABLE if the broker never answered); a poll in
+//  progress may outlast timeout_ms by up to 1 s. *reply (if not NULL) gets
+//  a JOBS message: on DQ_OK for up to 10,000 ids, of them all (asked for
+//  once more at the end if some finished before the last poll); else of
+//  the ids in the last poll (every id not terminal is among them).
 int
     dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
                     int timeout_ms, dq_msg_t **reply);

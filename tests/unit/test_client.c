@@ -672,7 +672,7 @@ test_client_wait (void **state)
 }
 
 //  25,000 ids: STATUS requests carry at most 10,000, and once a job is
-//  terminal it is not asked about again.
+//  terminal it is not asked about again; likewise for a few ids.
 static void
 test_client_wait_chunks (void **state)
 {
@@ -695,6 +695,25 @@ test_client_wait_chunks (void **state)
     uint32_t expect [] = { 10000, 10000, 5000, 10000, 2500 };
     for (int i = 0; i < requests; i++)
         assert_int_equal (fake->nids [i], expect [i]);
+    s_fake_destroy (&fake);
+
+    //  100 ids: polls skip the finished ones too; a last STATUS of all of
+    //  them makes the reply describe them all.
+    fake = s_fake_new (s_fn_normal, 3, NULL);
+    client = dq_client_new (fake->endpoint);
+    dq_msg_t *reply = NULL;
+    assert_int_equal (dq_client_wait (client, ids, 100, 60000, &reply), DQ_OK);
+    assert_non_null (reply);
+    assert_int_equal (reply->ninfos, 100);
+    for (uint32_t i = 0; i < 100; i++)
+        assert_int_equal (reply->infos [i].state, DQ_STATE_SUCCEEDED);
+    dq_msg_destroy (&reply);
+    dq_client_destroy (&client);
+    s_fake_stop (fake);
+    uint32_t expect_small [] = { 100, 50, 50, 50, 100 };
+    assert_int_equal (atomic_load (&fake->requests), 5);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal (fake->nids [i], expect_small [i]);
     s_fake_destroy (&fake);
     free (ids);
     free (text);
