@@ -774,12 +774,11 @@ s_on_skip (void *arg, dq_dag_node_t *node, dq_dag_node_t *cause)
     s_terminal (self, job, DQ_STATE_SKIPPED, NULL, 0, why, cause->id);
 }
 
-//  Delete a finished job (retention). Its DAG goes with its last job.
+//  A finished job leaves memory: the tracker, the table, its record (one
+//  in its DAG's slab goes with the DAG).
 static void
-s_delete_job (dq_broker_t *self, dq_bjob_t *job)
+s_job_drop (dq_broker_t *self, dq_bjob_t *job)
 {
-    if (self->store && dq_store_delete_job (self->store, job->node.id))
-        s_store_fail (self, "deleting an expired job");
     dq_dag_forget (self->dag, &job->node);
     dq_seqmap_remove (self->jobs, job->node.id);
     free (job->payload);
@@ -787,9 +786,18 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
     free (job->error);
     free (job->name);
     free (job->content_type);
-    dq_bdag_t *dag = job->dag;
     if (!job->in_slab)
         free (job);
+}
+
+//  Delete a finished job (retention). Its DAG goes with its last job.
+static void
+s_delete_job (dq_broker_t *self, dq_bjob_t *job)
+{
+    if (self->store && dq_store_delete_job (self->store, job->node.id))
+        s_store_fail (self, "deleting an expired job");
+    dq_bdag_t *dag = job->dag;
+    s_job_drop (self, job);
     //  A record in its DAG's slab goes with the DAG's last job.
     if (dag && --dag->alive == 0) {
         if (self->store && dq_store_delete_dag (self->store, dag->seq))
@@ -822,14 +830,7 @@ s_evict_finished (dq_broker_t *self)
             continue;
         }
         s_timer_remove (self, job);
-        dq_dag_forget (self->dag, &job->node);
-        dq_seqmap_remove (self->jobs, job->node.id);
-        free (job->payload);
-        free (job->output);
-        free (job->error);
-        free (job->name);
-        free (job->content_type);
-        free (job);
+        s_job_drop (self, job);
         self->cold++;
     }
     self->nevict = 0;
@@ -1460,35 +1461,26 @@ s_parent_info (dq_broker_t *self, uint64_t seq, char *id, int *state)
     s_job_id (self, seq, id);
 }
 
-//  s_jobinfo for a cold job's row.
+//  s_jobinfo for a cold job's row: its fields through a record on the
+//  stack, its parents (held, cold or gone) from the row. Cold jobs are in
+//  no DAG.
 static void
 s_rowinfo (dq_broker_t *self, const dq_store_job_t *r, dq_jobinfo_t *info,
            char *buf, const char **pids, int *pstates, char (*pbuf) [DQ_ID_MAX])
 {
-    memset (info, 0, sizeof *info);
-    char *id = buf, *dag_id = buf + DQ_ID_MAX, *skipped = buf + 3 * DQ_ID_MAX;
-    s_job_id (self, r->id, id);
-    info->id = id;
-    info->type = r->type;
-    info->name = r->name;
-    if (r->dag) {
-        s_dag_id (self, r->dag, dag_id);
-        info->dag_id = dag_id;
-    }
-    info->state = r->state;
-    info->priority = r->priority;
-    info->attempts = r->attempts;
-    info->max_attempts = r->max_attempts;
-    info->worker = r->worker;
-    info->created_ms = r->created_ms;
-    info->started_ms = r->started_ms;
-    info->finished_ms = r->finished_ms;
-    info->error = r->error;
-    if (r->skipped_by) {
-        s_job_id (self, r->skipped_by, skipped);
-        info->skipped_by = skipped;
-    }
-    info->output_size = r->output_size;
+    dq_type_t type = { .name = (char *) r->type };
+    dq_bjob_t job = {
+        .node.id = r->id, .type = &type, .name = (char *) r->name,
+        .error = (char *) r->error, .created_ms = r->created_ms,
+        .started_ms = r->started_ms, .finished_ms = r->finished_ms,
+        .skipped_by = r->skipped_by, .output_size = (uint32_t) r->output_size,
+        .priority = r->priority, .attempts = (uint16_t) r->attempts,
+        .max_attempts = (uint16_t) r->max_attempts, .state = (uint8_t) r->state
+    };
+    unsigned worker;
+    if (r->worker && sscanf (r->worker, "w%u", &worker) == 1)
+        job.last_worker = worker;
+    s_jobinfo (self, &job, info, buf, NULL, NULL, NULL);
     for (uint32_t k = 0; k < r->nparents; k++) {
         s_parent_info (self, r->parents [k], pbuf [k], &pstates [k]);
         pids [k] = pbuf [k];

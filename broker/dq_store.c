@@ -166,6 +166,16 @@ typedef enum {
     S_COUNT_
 } s_stmt_t;
 
+//  A job with its outcome, as s_row_job reads it: the output's size only,
+//  the payload only while the job has not finished (its size always).
+#define S_JOB_ROW \
+    "SELECT j.id, j.type, CASE WHEN o.id IS NULL THEN j.payload END," \
+    " length (j.payload), j.content_type, j.name, j.key, j.priority," \
+    " j.max_attempts, j.timeout_ms, j.created_ms, j.dag, j.attempts," \
+    " j.run_at_ms, j.error, o.id IS NOT NULL, o.state, o.attempts," \
+    " o.started_ms, o.finished_ms, o.worker, length (o.output), o.error," \
+    " o.skipped_by FROM jobs j LEFT JOIN outcomes o ON o.id = j.id"
+
 static const char *s_sql [S_COUNT_] = {
     [S_BEGIN] = "BEGIN IMMEDIATE",
     [S_COMMIT] = "COMMIT",
@@ -202,14 +212,7 @@ static const char *s_sql [S_COUNT_] = {
     [S_JOB_OUTPUT] =
         "SELECT o.id IS NOT NULL, o.output, o.error, j.error FROM jobs j"
         " LEFT JOIN outcomes o ON o.id = j.id WHERE j.id = ?",
-    //  Everything but the payload and the output (their sizes only)
-    [S_JOB_GET] =
-        "SELECT j.type, j.content_type, j.name, j.key, j.priority,"
-        " j.max_attempts, j.timeout_ms, j.created_ms, j.dag, j.attempts,"
-        " j.run_at_ms, j.error, length (j.payload), o.id IS NOT NULL, o.state,"
-        " o.attempts, o.started_ms, o.finished_ms, o.worker, length (o.output),"
-        " o.error, o.skipped_by FROM jobs j"
-        " LEFT JOIN outcomes o ON o.id = j.id WHERE j.id = ?",
+    [S_JOB_GET] = S_JOB_ROW " WHERE j.id = ?",
     [S_JOB_EDGES] =
         "SELECT parent, run_on_failure FROM edges WHERE child = ? ORDER BY pos",
     //  Walks the outcomes_finished index from a cursor
@@ -1811,6 +1814,78 @@ s_load_dags (dq_store_t *self, const dq_store_loader_t *loader)
 //  their edges come from two cursors walked in step, in id order. Blobs are
 //  not read: an output's size only, a payload only while its job has not
 //  finished (for large payloads and outputs most of the store).
+//  Append an edge to a job's parents, growing the arrays. 0 or -1.
+static int
+s_edge_push (dq_store_t *self, uint64_t **parents, bool **rof, uint32_t *n,
+             size_t *cap, uint64_t parent, bool run_on_failure)
+{
+    if (*n == *cap) {
+        size_t grown = *cap? *cap * 2: 16;
+        uint64_t *p = realloc (*parents, grown * sizeof *p);
+        if (p)
+            *parents = p;
+        bool *r = p? realloc (*rof, grown * sizeof *r): NULL;
+        if (!r) {
+            s_set_error (self, "out of memory reading edges");
+            return -1;
+        }
+        *rof = r;
+        *cap = grown;
+    }
+    (*parents) [*n] = parent;
+    (*rof) [(*n)++] = run_on_failure;
+    return 0;
+}
+
+//  A row of S_JOB_ROW into *job (pointers borrowed from stmt; no parents).
+//  0, or -1 if the row is one the broker could not have written (the file
+//  is input: such a row is reported, not passed on).
+static int
+s_row_job (dq_store_t *self, sqlite3_stmt *stmt, dq_store_job_t *job)
+{
+    *job = (dq_store_job_t) {
+        .id = (uint64_t) sqlite3_column_int64 (stmt, 0),
+        .type = s_column_text (stmt, 1),
+        .payload_size = (size_t) sqlite3_column_int64 (stmt, 3),
+        .content_type = s_column_text (stmt, 4),
+        .name = s_column_text (stmt, 5),
+        .key = s_column_text (stmt, 6),
+        .priority = (int32_t) sqlite3_column_int64 (stmt, 7),
+        .max_attempts = (uint32_t) sqlite3_column_int64 (stmt, 8),
+        .timeout_ms = (uint32_t) sqlite3_column_int64 (stmt, 9),
+        .created_ms = (uint64_t) sqlite3_column_int64 (stmt, 10),
+        .dag = (uint64_t) sqlite3_column_int64 (stmt, 11),
+        .attempts = (uint32_t) sqlite3_column_int64 (stmt, 12),
+        .run_at_ms = (uint64_t) sqlite3_column_int64 (stmt, 13),
+        .error = s_column_text (stmt, 14),
+        .state = DQ_STATE_WAITING
+    };
+    if (!sqlite3_column_int (stmt, 15))
+        job->payload = s_column_blob (stmt, 2, &job->payload_size);
+    else {
+        int64_t state = sqlite3_column_int64 (stmt, 16);
+        if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
+            s_set_error (self, "%s: job %" PRIu64 " is damaged (invalid outcome"
+                         " state %" PRId64 ")", self->path, job->id, state);
+            return -1;
+        }
+        job->state = (int) state;
+        job->attempts = (uint32_t) sqlite3_column_int64 (stmt, 17);
+        job->started_ms = (uint64_t) sqlite3_column_int64 (stmt, 18);
+        job->finished_ms = (uint64_t) sqlite3_column_int64 (stmt, 19);
+        job->worker = s_column_text (stmt, 20);
+        job->output_size = (size_t) sqlite3_column_int64 (stmt, 21);
+        job->error = s_column_text (stmt, 22);
+        job->skipped_by = (uint64_t) sqlite3_column_int64 (stmt, 23);
+    }
+    if (!job->type) {
+        s_set_error (self, "%s: job %" PRIu64 " is damaged (no type)", self->path,
+                     job->id);
+        return -1;
+    }
+    return 0;
+}
+
 //  The ids of jobs some stored job names as a parent, ascending, into
 //  *ids (malloc'd). 0 or -1.
 static int
@@ -1859,13 +1934,7 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
     int result = -1;
 
     if (s_load_parents (self, &with_children, &nwith)
-    ||  s_load_prepare (self,
-            "SELECT j.id, j.type, CASE WHEN o.id IS NULL THEN j.payload END,"
-            " j.content_type, j.name, j.key, j.priority, j.max_attempts,"
-            " j.timeout_ms, j.created_ms, j.dag, j.attempts, j.run_at_ms, j.error,"
-            " o.id IS NOT NULL, o.state, o.attempts, o.started_ms, o.finished_ms,"
-            " o.worker, length (o.output), o.error, o.skipped_by, length (j.payload)"
-            " FROM jobs j LEFT JOIN outcomes o ON o.id = j.id ORDER BY j.id", &jobs)
+    ||  s_load_prepare (self, S_JOB_ROW " ORDER BY j.id", &jobs)
     ||  s_load_prepare (self,
             "SELECT child, parent, run_on_failure FROM edges ORDER BY child, pos",
             &edges))
@@ -1880,22 +1949,10 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) < id)
             edge_rc = sqlite3_step (edges);
         while (edge_rc == SQLITE_ROW && sqlite3_column_int64 (edges, 0) == id) {
-            if (nparents == capacity) {
-                size_t grown = capacity? capacity * 2: 64;
-                uint64_t *p = realloc (parents, grown * sizeof *p);
-                if (p)
-                    parents = p;
-                bool *r = p? realloc (run_on_failure, grown * sizeof *r): NULL;
-                if (!p || !r) {
-                    s_set_error (self, "load: out of memory");
-                    goto done;
-                }
-                run_on_failure = r;
-                capacity = grown;
-            }
-            parents [nparents] = (uint64_t) sqlite3_column_int64 (edges, 1);
-            run_on_failure [nparents] = sqlite3_column_int64 (edges, 2) != 0;
-            nparents++;
+            if (s_edge_push (self, &parents, &run_on_failure, &nparents, &capacity,
+                             (uint64_t) sqlite3_column_int64 (edges, 1),
+                             sqlite3_column_int64 (edges, 2) != 0))
+                goto done;
             edge_rc = sqlite3_step (edges);
         }
         if (edge_rc != SQLITE_ROW && edge_rc != SQLITE_DONE) {
@@ -1903,56 +1960,15 @@ s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
                          sqlite3_errmsg (self->db));
             goto done;
         }
-        bool finished = sqlite3_column_int (jobs, 14) != 0;
         while (at_with < nwith && with_children [at_with] < (uint64_t) id)
             at_with++;
-        dq_store_job_t job = {
-            .id = (uint64_t) id,
-            .type = s_column_text (jobs, 1),
-            .content_type = s_column_text (jobs, 3),
-            .name = s_column_text (jobs, 4),
-            .key = s_column_text (jobs, 5),
-            .priority = (int32_t) sqlite3_column_int64 (jobs, 6),
-            .max_attempts = (uint32_t) sqlite3_column_int64 (jobs, 7),
-            .timeout_ms = (uint32_t) sqlite3_column_int64 (jobs, 8),
-            .created_ms = (uint64_t) sqlite3_column_int64 (jobs, 9),
-            .dag = (uint64_t) sqlite3_column_int64 (jobs, 10),
-            .attempts = (uint32_t) sqlite3_column_int64 (jobs, 11),
-            .run_at_ms = (uint64_t) sqlite3_column_int64 (jobs, 12),
-            .error = s_column_text (jobs, 13),
-            .state = DQ_STATE_WAITING,
-            .parents = nparents? parents: NULL,
-            .run_on_failure = nparents? run_on_failure: NULL,
-            .nparents = nparents,
-            .has_children = at_with < nwith && with_children [at_with] == (uint64_t) id
-        };
-        if (!finished)
-            job.payload = s_column_blob (jobs, 2, &job.payload_size);
-        else {
-            job.payload_size = (size_t) sqlite3_column_int64 (jobs, 23);
-            int64_t state = sqlite3_column_int64 (jobs, 15);
-            //  The file is input: a row the broker could not have written
-            //  is reported, not passed on
-            if (state < DQ_STATE_SUCCEEDED || state >= DQ_STATE_COUNT_) {
-                s_set_error (self, "%s: job %" PRIu64 " is damaged (invalid"
-                             " outcome state %" PRId64 ")", self->path, job.id,
-                             state);
-                goto done;
-            }
-            job.state = (int) state;
-            job.attempts = (uint32_t) sqlite3_column_int64 (jobs, 16);
-            job.started_ms = (uint64_t) sqlite3_column_int64 (jobs, 17);
-            job.finished_ms = (uint64_t) sqlite3_column_int64 (jobs, 18);
-            job.worker = s_column_text (jobs, 19);
-            job.output_size = (size_t) sqlite3_column_int64 (jobs, 20);
-            job.error = s_column_text (jobs, 21);
-            job.skipped_by = (uint64_t) sqlite3_column_int64 (jobs, 22);
-        }
-        if (!job.type) {
-            s_set_error (self, "%s: job %" PRIu64 " is damaged (no type)",
-                         self->path, job.id);
+        dq_store_job_t job;
+        if (s_row_job (self, jobs, &job))
             goto done;
-        }
+        job.parents = nparents? parents: NULL;
+        job.run_on_failure = nparents? run_on_failure: NULL;
+        job.nparents = nparents;
+        job.has_children = at_with < nwith && with_children [at_with] == (uint64_t) id;
         if (loader->on_job (loader->arg, &job)) {
             s_set_error (self, "load stopped by the loader at job %" PRIu64, job.id);
             goto done;
@@ -2061,29 +2077,21 @@ dq_store_get_output (dq_store_t *self, uint64_t id, void **output,
     return result;
 }
 
-//  The strings of a job read by dq_store_get_job, and its parents, in one
-//  allocation the caller frees.
-typedef struct {
-    size_t used;
-    char data [];
-} s_arena_t;
-
+//  Copy text into *at, advancing it; NULL stays NULL.
 static const char *
-s_arena_str (s_arena_t *a, const char *text)
+s_copy_str (char **at, const char *text)
 {
     if (!text)
         return NULL;
     size_t n = strlen (text) + 1;
-    char *at = a->data + a->used;
-    memcpy (at, text, n);
-    a->used += n;
-    return at;
+    char *copy = memcpy (*at, text, n);
+    *at += n;
+    return copy;
 }
 
 static size_t
-s_text_size (sqlite3_stmt *stmt, int col)
+s_str_size (const char *text)
 {
-    const char *text = s_column_text (stmt, col);
     return text? strlen (text) + 1: 0;
 }
 
@@ -2098,100 +2106,57 @@ dq_store_get_job (dq_store_t *self, uint64_t id, dq_store_job_t *job, void **mem
     sqlite3_stmt *edges = self->stmt [S_JOB_EDGES];
     uint64_t *parents = NULL;
     bool *rof = NULL;
-    uint32_t nparents = 0, cap = 0;
+    uint32_t nparents = 0;
+    size_t cap = 0;
     int result = -1;
     int rc = sqlite3_bind_int64 (stmt, 1, (sqlite3_int64) id);
     if (rc == SQLITE_OK)
         rc = sqlite3_step (stmt);
-    if (rc == SQLITE_DONE) {
+    if (rc == SQLITE_DONE)
         result = 1;
-        goto done;
-    }
     if (rc != SQLITE_ROW)
-        goto failed;
-    //  Parents first: their count sizes the allocation
+        goto done;
     rc = sqlite3_bind_int64 (edges, 1, (sqlite3_int64) id);
-    while (rc == SQLITE_OK && (rc = sqlite3_step (edges)) == SQLITE_ROW) {
-        if (nparents == cap) {
-            cap = cap? cap * 2: 8;
-            uint64_t *p = realloc (parents, cap * sizeof *p);
-            if (p)
-                parents = p;
-            bool *r = p? realloc (rof, cap * sizeof *r): NULL;
-            if (!r) {
-                s_set_error (self, "get_job: out of memory");
-                goto done;
-            }
-            rof = r;
-        }
-        parents [nparents] = (uint64_t) sqlite3_column_int64 (edges, 0);
-        rof [nparents++] = sqlite3_column_int64 (edges, 1) != 0;
-        rc = SQLITE_OK;
-    }
+    while (rc == SQLITE_OK && (rc = sqlite3_step (edges)) == SQLITE_ROW)
+        rc = s_edge_push (self, &parents, &rof, &nparents, &cap,
+                          (uint64_t) sqlite3_column_int64 (edges, 0),
+                          sqlite3_column_int64 (edges, 1) != 0)? SQLITE_NOMEM: SQLITE_OK;
     if (rc != SQLITE_DONE)
-        goto failed;
-    bool finished = sqlite3_column_int (stmt, 13) != 0;
-    static const int texts [] = { 0, 1, 2, 3, 11, 18, 20 };
-    size_t size = sizeof (s_arena_t) + nparents * (sizeof (uint64_t) + 1) + 8;
-    for (size_t i = 0; i < sizeof texts / sizeof texts [0]; i++)
-        size += s_text_size (stmt, texts [i]);
-    s_arena_t *a = malloc (size);
-    if (!a) {
+        goto done;
+    dq_store_job_t row;
+    if (s_row_job (self, stmt, &row))
+        goto done;
+    //  One allocation the caller frees: the parents' ids (aligned) first,
+    //  then their run_on_failure flags and the strings
+    size_t size = nparents * (sizeof (uint64_t) + 1) + s_str_size (row.type)
+                + s_str_size (row.content_type) + s_str_size (row.name)
+                + s_str_size (row.key) + s_str_size (row.error)
+                + s_str_size (row.worker);
+    char *block = malloc (size? size: 1);
+    if (!block) {
         s_set_error (self, "get_job: out of memory");
         goto done;
     }
-    //  The parents' ids first, where they are aligned
-    uint64_t *pids = (uint64_t *) a->data;
-    if (nparents)
-        memcpy (pids, parents, nparents * sizeof *pids);
-    a->used = nparents * sizeof *pids;
-    bool *prof = (bool *) (a->data + a->used);
-    if (nparents)
-        memcpy (prof, rof, nparents);
-    a->used += nparents;
-    *job = (dq_store_job_t) {
-        .id = id,
-        .type = s_arena_str (a, s_column_text (stmt, 0)),
-        .content_type = s_arena_str (a, s_column_text (stmt, 1)),
-        .name = s_arena_str (a, s_column_text (stmt, 2)),
-        .key = s_arena_str (a, s_column_text (stmt, 3)),
-        .priority = (int32_t) sqlite3_column_int64 (stmt, 4),
-        .max_attempts = (uint32_t) sqlite3_column_int64 (stmt, 5),
-        .timeout_ms = (uint32_t) sqlite3_column_int64 (stmt, 6),
-        .created_ms = (uint64_t) sqlite3_column_int64 (stmt, 7),
-        .dag = (uint64_t) sqlite3_column_int64 (stmt, 8),
-        .attempts = (uint32_t) sqlite3_column_int64 (stmt, 9),
-        .run_at_ms = (uint64_t) sqlite3_column_int64 (stmt, 10),
-        .error = s_arena_str (a, s_column_text (stmt, 11)),
-        .payload_size = (size_t) sqlite3_column_int64 (stmt, 12),
-        .state = DQ_STATE_WAITING,
-        .parents = nparents? pids: NULL,
-        .run_on_failure = nparents? prof: NULL,
-        .nparents = nparents
-    };
-    if (finished) {
-        job->state = (int) sqlite3_column_int64 (stmt, 14);
-        job->attempts = (uint32_t) sqlite3_column_int64 (stmt, 15);
-        job->started_ms = (uint64_t) sqlite3_column_int64 (stmt, 16);
-        job->finished_ms = (uint64_t) sqlite3_column_int64 (stmt, 17);
-        job->worker = s_arena_str (a, s_column_text (stmt, 18));
-        job->output_size = (size_t) sqlite3_column_int64 (stmt, 19);
-        job->error = s_arena_str (a, s_column_text (stmt, 20));
-        job->skipped_by = (uint64_t) sqlite3_column_int64 (stmt, 21);
+    *job = row;
+    job->payload = NULL;         //  borrowed from the statement: not kept
+    if (nparents) {
+        job->parents = memcpy (block, parents, nparents * sizeof (uint64_t));
+        job->run_on_failure = memcpy (block + nparents * sizeof (uint64_t), rof, nparents);
+        job->nparents = nparents;
     }
-    if (!job->type || job->state < DQ_STATE_WAITING || job->state >= DQ_STATE_COUNT_) {
-        s_set_error (self, "%s: job %" PRIu64 " is damaged", self->path, id);
-        free (a);
-        memset (job, 0, sizeof *job);
-        goto done;
-    }
-    *mem = a;
+    char *at = block + nparents * (sizeof (uint64_t) + 1);
+    job->type = s_copy_str (&at, row.type);
+    job->content_type = s_copy_str (&at, row.content_type);
+    job->name = s_copy_str (&at, row.name);
+    job->key = s_copy_str (&at, row.key);
+    job->error = s_copy_str (&at, row.error);
+    job->worker = s_copy_str (&at, row.worker);
+    *mem = block;
     result = 0;
-    goto done;
-failed:
-    s_set_error (self, "%s: get_job of job %" PRIu64 " failed: %s",
-                 self->path, id, sqlite3_errmsg (self->db));
 done:
+    if (result < 0 && rc != SQLITE_ROW && rc != SQLITE_DONE && rc != SQLITE_NOMEM)
+        s_set_error (self, "%s: get_job of job %" PRIu64 " failed: %s",
+                     self->path, id, sqlite3_errmsg (self->db));
     sqlite3_reset (stmt);
     sqlite3_clear_bindings (stmt);
     sqlite3_reset (edges);
