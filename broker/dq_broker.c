@@ -855,7 +855,7 @@ static dq_bjob_t *s_restore (dq_broker_t *self, const dq_store_job_t *r,
                              bool loading);
 
 //  A job by sequence for something that needs its record (a new child, a
-//  replayed key): a cold job comes back into memory until its retention
+//  job of a known key in a new submission): a cold job comes back into memory until its retention
 //  ends. NULL if unknown (or on a store error).
 static dq_bjob_t *
 s_job_warm (dq_broker_t *self, uint64_t seq)
@@ -872,6 +872,19 @@ s_job_warm (dq_broker_t *self, uint64_t seq)
     if (job && self->cold)
         self->cold--;
     return job;
+}
+
+//  Whether the broker answers for seq (held, or cold in the store).
+static bool
+s_job_known (dq_broker_t *self, uint64_t seq)
+{
+    if (s_job (self, seq))
+        return true;
+    dq_store_job_t row;
+    void *mem;
+    int rc = s_cold_get (self, seq, &row, &mem);
+    free (mem);
+    return rc == 0;
 }
 
 //  Retention in the store: delete cold jobs whose time is up, walking the
@@ -1021,9 +1034,12 @@ s_room_or_reply (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg,
     return true;
 }
 
+//  SUBMITTED with the ids of jobs [0..n) or, when jobs is NULL, of
+//  sequences seqs [0..n).
 static void
 s_reply_submitted (dq_broker_t *self, const s_peer_t *peer, uint64_t req,
-                   dq_bjob_t **jobs, uint32_t n, dq_bdag_t *dag)
+                   dq_bjob_t **jobs, const uint64_t *seqs, uint32_t n,
+                   dq_bdag_t *dag)
 {
     //  Ids packed one after the other: a few bytes each, not DQ_ID_MAX.
     size_t room = strlen (self->broker_id) + 24;
@@ -1032,7 +1048,7 @@ s_reply_submitted (dq_broker_t *self, const s_peer_t *peer, uint64_t req,
     assert (ids && idp);
     char *at = ids;
     for (uint32_t i = 0; i < n; i++) {
-        s_job_id (self, jobs [i]->node.id, at);
+        s_job_id (self, jobs? jobs [i]->node.id: seqs [i], at);
         idp [i] = at;
         at += strlen (at) + 1;
     }
@@ -1059,26 +1075,27 @@ s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     if (!k)
         return false;
     uint32_t n = msg->njobs < k->count? msg->njobs: k->count;
-    dq_bjob_t **jobs = calloc (n? n: 1, sizeof *jobs);
-    assert (jobs);
+    uint64_t *seqs = calloc (n? n: 1, sizeof *seqs);
+    assert (seqs);
     uint32_t found = 0;
     for (uint32_t i = 0; i < n; i++) {
-        dq_bjob_t *job = s_job_warm (self, k->first + i);
-        if (!job && msg->jobs [i].key) {
+        uint64_t seq = k->first + i;
+        if (!s_job_known (self, seq) && msg->jobs [i].key) {
+            //  A job of its own key, created by an earlier submission
             s_key_t *jk = zhashx_lookup (self->keys, msg->jobs [i].key);
-            job = jk? s_job_warm (self, jk->first): NULL;
+            seq = jk? jk->first: 0;
         }
-        if (job)
-            jobs [found++] = job;
+        if (seq && s_job_known (self, seq))
+            seqs [found++] = seq;
     }
     if (found == msg->njobs && n == msg->njobs)
-        s_reply_submitted (self, peer, msg->rid, jobs, n,
+        s_reply_submitted (self, peer, msg->rid, NULL, seqs, n,
                            k->dag? dq_seqmap_get (self->dags, k->dag): NULL);
     else
         REPLY_ERROR (DQ_ERR_INVALID, 0,
                      "idempotency key '%s' was used for a different submission "
                      "(or its jobs expired)", msg->key);
-    free (jobs);
+    free (seqs);
     return true;
 }
 
@@ -1344,7 +1361,7 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     else
     if (dag)
         s_dag_check_done (self, dag);  //  e.g. every job skipped at once
-    s_reply_submitted (self, peer, msg->rid, jobs, n, dag);
+    s_reply_submitted (self, peer, msg->rid, jobs, NULL, n, dag);
     free (order);
     free (jobs);
 }

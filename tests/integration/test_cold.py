@@ -87,10 +87,13 @@ class ColdJobsTest(unittest.TestCase):
             self.wait_memory(cl, 1, "the cancelled job left memory")
             self.assertEqual(h.state_name(cl.status(later)[0]["state"]), "cancelled")
 
-            # A replayed key answers with the cold job's id, creating nothing.
+            # A replayed key answers with the cold job's id, creating nothing
+            # and leaving it on disk.
             self.assertEqual(cl.submit([{"type": "echo", "payload": b"k"}],
                                        key="cold-key")["ids"], keyed)
-            self.assertEqual(cl.stats()["jobs_total"], len(done) + 1)
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], len(done) + 1, st)
+            self.assertEqual(st["jobs_in_memory"], 1, st)
 
             # depends_on a cold job: the child runs with its output.
             kids = cl.submit([{"type": "concat", "deps": [{"id": plain[7]}, {"id": plain[9]}]},
