@@ -2578,10 +2578,10 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
         if (done == dag->njobs)
             dag->finished_ms = dag->created_ms;
     }
-    dq_log_info ("store - loaded jobs=%zu (%" PRIu64 " in memory) unfinished=%" PRIu64
+    dq_log_info ("store - loaded jobs=%" PRIu64 " (%zu in memory) unfinished=%" PRIu64
                  " dags=%zu keys=%zu in %" PRIu64 " ms",
-                 dq_seqmap_size (self->jobs) + self->cold, dq_seqmap_size (self->jobs),
-                 self->unfinished,
+                 (uint64_t) dq_seqmap_size (self->jobs) + self->cold,
+                 dq_seqmap_size (self->jobs), self->unfinished,
                  dq_seqmap_size (self->dags), zhashx_size (self->keys),
                  dq_mono_ms () - t0);
     return 0;
