@@ -1810,10 +1810,6 @@ s_load_dags (dq_store_t *self, const dq_store_loader_t *loader)
     return result;
 }
 
-//  Jobs with their outcomes (a join on the id: a B-tree step per job) and
-//  their edges come from two cursors walked in step, in id order. Blobs are
-//  not read: an output's size only, a payload only while its job has not
-//  finished (for large payloads and outputs most of the store).
 //  Append an edge to a job's parents, growing the arrays. 0 or -1.
 static int
 s_edge_push (dq_store_t *self, uint64_t **parents, bool **rof, uint32_t *n,
@@ -1922,6 +1918,10 @@ s_load_parents (dq_store_t *self, uint64_t **ids, size_t *count)
     return 0;
 }
 
+//  Jobs with their outcomes (a join on the id: a B-tree step per job) and
+//  their edges come from two cursors walked in step, in id order. Blobs are
+//  not read: an output's size only, a payload only while its job has not
+//  finished (for large payloads and outputs most of the store).
 static int
 s_load_jobs (dq_store_t *self, const dq_store_loader_t *loader)
 {
