@@ -2394,6 +2394,8 @@ s_heartbeats (dq_broker_t *self)
 static long
 s_poll_timeout (dq_broker_t *self)
 {
+    if (self->cold_more)
+        return 0;               //  retention has a backlog: go on at once
     long timeout = (long) self->cfg.heartbeat_ms / 4;
     dq_bjob_t *job = dq_heap_peek (self->timers);
     if (job) {
