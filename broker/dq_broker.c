@@ -108,7 +108,7 @@ struct _dq_broker_t {
     size_t nevict, evict_cap;
     uint64_t cold;           //  cold jobs in the store
     uint64_t cold_ms, cold_id;  //  retention's cursor in the store
-    uint64_t cold_checked;   //  monotonic ms of its last pass
+    uint64_t cold_checked;   //  wall ms (now) of its last pass
     bool cold_more;          //  the last pass stopped at its limit
     char broker_id [32];
     size_t broker_id_len;
@@ -815,15 +815,15 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
 //  alone. A broker taking a million jobs a minute with a day of retention
 //  would otherwise hold over a billion finished records in memory.
 
-//  End of a turn: the jobs that finished in it leave memory, unless they
-//  gained children meanwhile (those wait for retention in memory).
+//  End of a turn: the jobs that finished in it (s_terminal: outside DAGs,
+//  with a store) leave memory, unless they gained children meanwhile
+//  (those wait for retention in memory).
 static void
 s_evict_finished (dq_broker_t *self)
 {
     for (size_t i = 0; i < self->nevict; i++) {
         dq_bjob_t *job = s_job (self, self->evict [i]);
-        if (!job || !dq_state_is_terminal (job->state) || job->dag)
-            continue;
+        assert (job);           //  nothing deletes a job in the turn it ends
         if (job->node.nchildren) {
             if (job->where == DQ_WHERE_NONE)
                 s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
@@ -855,8 +855,8 @@ static dq_bjob_t *s_restore (dq_broker_t *self, const dq_store_job_t *r,
                              bool loading);
 
 //  A job by sequence for something that needs its record (a new child, a
-//  job of a known key in a new submission): a cold job comes back into memory until its retention
-//  ends. NULL if unknown (or on a store error).
+//  job of a known key in a new submission): a cold job comes back into
+//  memory until its retention ends. NULL if unknown (or on a store error).
 static dq_bjob_t *
 s_job_warm (dq_broker_t *self, uint64_t seq)
 {
@@ -896,10 +896,9 @@ s_job_known (dq_broker_t *self, uint64_t seq)
 static void
 s_cold_expire (dq_broker_t *self)
 {
-    uint64_t mono = dq_mono_ms ();
-    if (!self->store || (!self->cold_more && mono - self->cold_checked < 1000))
+    if (!self->store || (!self->cold_more && self->now - self->cold_checked < 1000))
         return;
-    self->cold_checked = mono;
+    self->cold_checked = self->now;
     uint64_t before = self->now > self->cfg.result_ttl_ms?
                       self->now - self->cfg.result_ttl_ms: 0;
     uint64_t ids [S_COLD_BATCH], finished [S_COLD_BATCH];
@@ -1080,12 +1079,14 @@ s_replay_key (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     uint32_t found = 0;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t seq = k->first + i;
-        if (!s_job_known (self, seq) && msg->jobs [i].key) {
+        bool known = s_job_known (self, seq);
+        if (!known && msg->jobs [i].key) {
             //  A job of its own key, created by an earlier submission
             s_key_t *jk = zhashx_lookup (self->keys, msg->jobs [i].key);
             seq = jk? jk->first: 0;
+            known = seq && s_job_known (self, seq);
         }
-        if (seq && s_job_known (self, seq))
+        if (known)
             seqs [found++] = seq;
     }
     if (found == msg->njobs && n == msg->njobs)
@@ -2152,12 +2153,8 @@ s_run_timers (dq_broker_t *self)
 static void
 s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
 {
-    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
     uint64_t waited = self->now - (job->deadline_ms <= self->now? job->deadline_ms: self->now);
-    size_t b = 0;
-    while (b < DQ_PROTO_HIST_BUCKETS - 1 && waited > bounds [b])
-        b++;
-    self->dispatch_hist [b]++;
+    self->dispatch_hist [dq_proto_hist_bucket (waited)]++;
     s_worker_add_job (w, job);
     w->tick = ++self->tick;
     dq_sched_worker_changed (self->sched, w);

@@ -1075,11 +1075,7 @@ s_syncer (void *arg)
             worst_ms = 0;
         }
         pthread_mutex_lock (&self->sync_lock);
-        static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
-        size_t b = 0;
-        while (b < DQ_PROTO_HIST_BUCKETS - 1 && ms >= 0 && (uint64_t) ms > bounds [b])
-            b++;
-        self->sync_hist [b]++;
+        self->sync_hist [dq_proto_hist_bucket (ms > 0? (uint64_t) ms: 0)]++;
         if (rc == 0)
             self->synced = target;
         else
@@ -2171,10 +2167,10 @@ dq_store_expired (dq_store_t *self, uint64_t before_ms, uint64_t after_ms,
                   uint64_t after_id, uint64_t *ids, uint64_t *finished,
                   size_t max)
 {
-    if (!self || !max)
-        return self? 0: -1;
-    if (s_begin (self))
+    if (!self || s_begin (self))
         return -1;
+    if (!max)
+        return 0;
     if (before_ms > INT64_MAX)
         before_ms = INT64_MAX;
     if (max > INT32_MAX)

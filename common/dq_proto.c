@@ -91,6 +91,16 @@ dq_state_is_terminal (int state)
     return state >= DQ_STATE_SUCCEEDED && state < DQ_STATE_COUNT_;
 }
 
+size_t
+dq_proto_hist_bucket (uint64_t ms)
+{
+    static const uint64_t bounds [] = DQ_PROTO_HIST_BOUNDS_MS;
+    size_t b = 0;
+    while (b < DQ_PROTO_HIST_BUCKETS - 1 && ms > bounds [b])
+        b++;
+    return b;
+}
+
 void
 dq_msg_init (dq_msg_t *self, dq_cmd_t cmd)
 {

@@ -117,6 +117,11 @@ int
 bool
     dq_state_is_terminal (int state);
 
+//  The bucket of a latency histogram (bounds DQ_PROTO_HIST_BOUNDS_MS, the
+//  last bucket unbounded) that ms falls in.
+size_t
+    dq_proto_hist_bucket (uint64_t ms);
+
 //  --- Plain records carried in bodies. Pointers are borrowed: in a received
 //  message they point into memory the message owns; when sending, into the
 //  caller's memory. Byte strings are (ptr, size); text strings NUL-terminated.

@@ -477,6 +477,20 @@ s_encode (const dq_msg_t *msg, void **body, size_t *size)
 //  ---------------------------------------------------------------------------
 //  Names
 
+//  Latency histograms: a bucket holds values up to its bound.
+static void
+test_proto_hist_bucket (void **state)
+{
+    (void) state;
+    assert_int_equal (dq_proto_hist_bucket (0), 0);
+    assert_int_equal (dq_proto_hist_bucket (1), 0);
+    assert_int_equal (dq_proto_hist_bucket (2), 1);
+    assert_int_equal (dq_proto_hist_bucket (3), 2);
+    assert_int_equal (dq_proto_hist_bucket (10000), DQ_PROTO_HIST_BUCKETS - 2);
+    assert_int_equal (dq_proto_hist_bucket (10001), DQ_PROTO_HIST_BUCKETS - 1);
+    assert_int_equal (dq_proto_hist_bucket (UINT64_MAX), DQ_PROTO_HIST_BUCKETS - 1);
+}
+
 static void
 test_proto_names (void **state)
 {
@@ -2532,6 +2546,7 @@ main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_proto_names),
+        cmocka_unit_test (test_proto_hist_bucket),
         cmocka_unit_test (test_proto_roundtrip_every_command_full),
         cmocka_unit_test (test_proto_roundtrip_every_command_minimal),
         cmocka_unit_test (test_proto_encode_omits_absent),
