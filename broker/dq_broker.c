@@ -15,7 +15,9 @@
       4. pair ready jobs with free workers (dq_sched_next) and queue one JOB
          message per worker;
       5. commit the store once for everything above (group commit); a failed
-         commit is fail-stop: nothing of the batch is acknowledged;
+         commit is fail-stop: nothing of the batch is acknowledged. While
+         the syncer is busy the commit waits for it (s_commit_later), so
+         one commit covers the turns one sync takes;
       6. send the queued replies, ACKs, JOBs and events of every batch
          whose commit is on disk. With --sync full a thread fdatasyncs the
          WAL (dq_store_sync_async), so a batch's messages go out on a later
@@ -131,6 +133,7 @@ struct _dq_broker_t {
     s_mark_t *marks;
     size_t nmarks, marks_cap;
     int sync_fd;             //  the store's syncer, -1 if commits sync
+    uint32_t commit_later;   //  turns since the last commit (s_commit_later)
     uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
     uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
     volatile sig_atomic_t stopping;
@@ -2865,6 +2868,49 @@ s_wait_durable (dq_broker_t *self)
     return 0;
 }
 
+//  While a sync is in flight, a commit would only wait for the next one:
+//  leave the transaction open and commit once the sync ends. One commit then
+//  covers the turns a sync takes, which writes each of the pages they share
+//  (the tables' last leaves, the indexes') to the WAL once, not once a turn.
+//  Capped in turns so the transaction stays small when syncs are slow.
+#define S_COMMIT_LATER_TURNS 64
+
+static bool
+s_commit_later (dq_broker_t *self)
+{
+    if (self->stopping || self->exit_code || !dq_store_syncing (self->store)
+    ||  self->commit_later >= S_COMMIT_LATER_TURNS)
+        return false;
+    self->commit_later++;
+    return true;
+}
+
+//  Commit the open transaction and ask for its sync; messages queued so far
+//  wait for it. 0, or -1 (fail-stop, the broker stops).
+static int
+s_commit (dq_broker_t *self)
+{
+    self->commit_later = 0;
+    if (self->next_seq != self->stored_seq) {
+        char seq [32];
+        snprintf (seq, sizeof seq, "%" PRIu64, self->next_seq);
+        if (dq_store_meta_set (self->store, "next_seq", seq))
+            s_store_fail (self, "recording the id sequence");
+        self->stored_seq = self->next_seq;
+    }
+    if (self->exit_code || dq_store_commit (self->store)) {
+        if (!self->exit_code)
+            s_store_fail (self, "commit");
+        return -1;
+    }
+    s_mark (self, dq_store_commits (self->store));
+    if (dq_store_sync (self->store)) {
+        s_store_fail (self, "fdatasync");
+        return -1;
+    }
+    return 0;
+}
+
 int
 dq_broker_run (dq_broker_t *self)
 {
@@ -2920,24 +2966,13 @@ dq_broker_run (dq_broker_t *self)
         //  5. group commit, before anything of the batch is sent
         if (self->store) {
             s_evict_finished (self);
-            if (self->next_seq != self->stored_seq) {
-                char seq [32];
-                snprintf (seq, sizeof seq, "%" PRIu64, self->next_seq);
-                if (dq_store_meta_set (self->store, "next_seq", seq))
-                    s_store_fail (self, "recording the id sequence");
-                self->stored_seq = self->next_seq;
-            }
-            if (self->exit_code || dq_store_commit (self->store)) {
-                if (!self->exit_code)
-                    s_store_fail (self, "commit");
-                break;
-            }
             //  6. replies, ACKs, JOBs, events: each batch's once its commit
             //  is on disk. With the syncer that is a later turn, and this
             //  loop goes on meanwhile.
+            if (!s_commit_later (self) && s_commit (self))
+                break;
             uint64_t durable;
-            s_mark (self, dq_store_commits (self->store));
-            if (dq_store_sync (self->store) || dq_store_durable (self->store, &durable)) {
+            if (dq_store_durable (self->store, &durable)) {
                 s_store_fail (self, "fdatasync");
                 break;
             }
@@ -2946,6 +2981,8 @@ dq_broker_run (dq_broker_t *self)
         else
             s_flush (self, self->nout);
     }
+    if (self->store && !self->exit_code)
+        (void) s_commit (self);     //  a turn that left its commit for later
     if (!self->exit_code && self->nmarks && s_wait_durable (self))
         s_store_fail (self, "fdatasync");
     if (self->exit_code) {

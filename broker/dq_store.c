@@ -1164,6 +1164,17 @@ dq_store_sync (dq_store_t *self)
     return err? s_sync_failed (self, err): 0;
 }
 
+bool
+dq_store_syncing (dq_store_t *self)
+{
+    if (!self || !self->sync_started)
+        return false;
+    pthread_mutex_lock (&self->sync_lock);
+    bool syncing = self->synced < self->sync_asked && !self->sync_errno;
+    pthread_mutex_unlock (&self->sync_lock);
+    return syncing;
+}
+
 int
 dq_store_durable (dq_store_t *self, uint64_t *durable)
 {

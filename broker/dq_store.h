@@ -187,6 +187,11 @@ int
 int
     dq_store_sync (dq_store_t *self);
 
+//  True while a sync asked for by dq_store_sync has not ended: a commit now
+//  would be synced only by the next one.
+bool
+    dq_store_syncing (dq_store_t *self);
+
 //  Store in *durable how many of the commits are known to be on disk, and
 //  drain the descriptor of dq_store_sync_async. 0, or -1 if a sync failed
 //  (fail-stop: nothing after the last good sync may be acknowledged).

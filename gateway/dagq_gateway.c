@@ -13,11 +13,13 @@
 
 //  Settings, in table order (the index apply receives).
 enum {
-    OPT_LISTEN, OPT_BROKER, OPT_EVENTS, OPT_THREADS, OPT_TOKEN_FILE, OPT_ALLOW_TYPES,
+    OPT_LISTEN, OPT_BROKER, OPT_EVENTS, OPT_THREADS, OPT_EVENT_LOOP, OPT_TOKEN_FILE, OPT_ALLOW_TYPES,
     OPT_MAX_BODY, OPT_MAX_BULK, OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_MAX_HEADER,
     OPT_IDLE_TIMEOUT, OPT_REQUEST_TIMEOUT, OPT_MAX_WAIT, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_CURVE_SECRET, OPT_CURVE_BROKER_PUBLIC, OPT_LOG_LEVEL, NOPTS
 };
+
+static const char *s_event_loops [] = { "epoll", "poll", NULL };
 
 //  One table: flag, config key gateway/<name> and environment variable
 //  DAGQ_<NAME> of every setting.
@@ -28,6 +30,10 @@ static const dq_cfg_opt_t s_opts [NOPTS] = {
     [OPT_EVENTS] = { "events", DQ_CFG_STR,
                      "broker events endpoint (PUB), for ?wait; empty = poll only", 0, 0, 0, NULL },
     [OPT_THREADS] = { "threads", DQ_CFG_U32, "HTTP threads (0 = one per core)", 0, 1024, 0, NULL },
+    [OPT_EVENT_LOOP] = { "event-loop", DQ_CFG_CHOICE,
+                         "epoll|poll: how HTTP threads wait (poll: fewer system calls "
+                         "per request, for up to a few hundred connections)", 0, 0, 0,
+                         s_event_loops },
     [OPT_TOKEN_FILE] = { "token-file", DQ_CFG_STR,
                          "file of bearer tokens, one a line (enables auth)", 0, 0, 0, NULL },
     [OPT_ALLOW_TYPES] = { "allow-types", DQ_CFG_STR,
@@ -74,9 +80,9 @@ s_usage (dq_cfg_t *loader, FILE *out)
         "and gateway/<name> in a --config file):\n");
     dq_cfg_usage (loader, out, 20, NULL);
     fprintf (out, "\n"
-        "Defaults: listen %s, broker %s, threads = cores, max-body %llu,\n"
-        "max-bulk %u, max-connections %u, max-per-ip %u, max-header %u,\n"
-        "idle-timeout %u s, request-timeout %u s, max-wait %u s.\n\n"
+        "Defaults: listen %s, broker %s, threads = cores, event-loop epoll,\n"
+        "max-body %llu, max-bulk %u, max-connections %u, max-per-ip %u,\n"
+        "max-header %u, idle-timeout %u s, request-timeout %u s, max-wait %u s.\n\n"
         "Routes: POST /v1/jobs/{type}, POST /v1/jobs, POST /v1/dags,\n"
         "GET|DELETE /v1/jobs/{id}, GET /v1/jobs/{id}/result, GET|DELETE /v1/dags/{id},\n"
         "GET /v1/stats, /healthz, /readyz, /metrics (see docs/http.md).\n\n"
@@ -100,6 +106,7 @@ s_apply (void *arg, size_t index, const dq_cfg_value_t *v)
         case OPT_BROKER:              cfg->broker = v->str; break;
         case OPT_EVENTS:              cfg->events = s; break;
         case OPT_THREADS:             cfg->threads = (uint32_t) v->num; break;
+        case OPT_EVENT_LOOP:          cfg->use_poll = v->index == 1; break;
         case OPT_TOKEN_FILE:          cfg->token_file = s; break;
         case OPT_ALLOW_TYPES:         cfg->allow_types = s; break;
         case OPT_MAX_BODY:            cfg->max_body = v->num; break;
@@ -124,12 +131,14 @@ static void
 s_print_config (const dq_gateway_cfg_t *c, int level)
 {
     static const char *levels [] = { "error", "warn", "info", "debug" };
-    printf ("listen = %s\nbroker = %s\nevents = %s\nthreads = %u\ntoken-file = %s\n"
+    printf ("listen = %s\nbroker = %s\nevents = %s\nthreads = %u\nevent-loop = %s\n"
+            "token-file = %s\n"
             "allow-types = %s\nmax-body = %llu\nmax-bulk = %u\nmax-connections = %u\n"
             "max-per-ip = %u\nmax-header = %u\nidle-timeout = %u\nrequest-timeout = %g\n"
             "max-wait = %g\ntls-cert = %s\ntls-key = %s\ncurve-secret = %s\n"
             "curve-broker-public = %s\nlog-level = %s\n",
             c->listen, c->broker, c->events? c->events: "", c->threads,
+            c->use_poll? "poll": "epoll",
             c->token_file? c->token_file: "", c->allow_types? c->allow_types: "",
             (unsigned long long) c->max_body, c->max_bulk, c->max_connections,
             c->max_per_ip, c->max_header, c->idle_timeout,

@@ -2375,7 +2375,11 @@ dq_gateway_new (const dq_gateway_cfg_t *cfg, char *err, size_t err_size, int *ex
     self->link = dq_gwlink_new (&lc, err, err_size);
     if (!self->link)
         goto fail;
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL
+    //  epoll costs two epoll_ctl calls a request here (a connection leaves
+    //  the set while suspended and comes back on resume) and reads until
+    //  EAGAIN; poll () needs neither but scans every connection each time.
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD
+                       | (self->cfg.use_poll? MHD_USE_POLL: MHD_USE_EPOLL)
                        | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ITC | MHD_USE_TURBO
                        | MHD_USE_ERROR_LOG;
     if (self->cfg.tls_cert)
@@ -2410,8 +2414,9 @@ dq_gateway_new (const dq_gateway_cfg_t *cfg, char *err, size_t err_size, int *ex
                   "matching PEM certificate and private key": "");
         goto fail;
     }
-    dq_log_info ("gateway listen=%s port=%u threads=%u tls=%s auth=%s broker=%s - serving",
-                 self->cfg.listen, self->port, self->cfg.threads,
+    dq_log_info ("gateway listen=%s port=%u threads=%u event-loop=%s tls=%s auth=%s "
+                 "broker=%s - serving", self->cfg.listen, self->port, self->cfg.threads,
+                 self->cfg.use_poll? "poll": "epoll",
                  self->tls_cert? "on": "off", self->ntokens? "on": "off", cfg->broker);
     *exit_code = 0;
     return self;

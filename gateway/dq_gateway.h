@@ -44,6 +44,8 @@ typedef struct {
     const char *broker;          //  frontend endpoint
     const char *events;          //  broker's PUB endpoint, or NULL (poll only)
     uint32_t threads;            //  HTTP threads; 0 = number of cores
+    bool use_poll;               //  poll () instead of epoll: fewer system
+                                 //  calls a request, cost grows with connections
     const char *token_file;      //  bearer tokens, one a line; NULL = no auth
     const char *allow_types;     //  comma-separated job types; NULL = any
     uint64_t max_body;           //  request body bytes

@@ -440,6 +440,9 @@ class GatewayTest(GatewayTestBase):
         with self.cluster(name="gw-binary") as c:
             c.start_worker(concurrency=2)
             g = self.start(c)
+            # This file runs once per event loop (tests/integration/CMakeLists.txt).
+            loop = os.environ.get("DAGQ_EVENT_LOOP", "epoll")
+            self.assertIn("event-loop=%s " % loop, g.proc.stderr_text())
             r = g.post("/v1/jobs/echo", png, {"Content-Type": "image/png"})
             self.assertEqual(r.status, 202, r)
             body = r.json()
@@ -1277,6 +1280,11 @@ class GatewayTest(GatewayTestBase):
         self.assertIn(b"max-bulk = 7", r.stdout)
         r = run(["--print-config", "--max-bulk", "9"], {"DAGQ_MAX_BULK": "7"})
         self.assertIn(b"max-bulk = 9", r.stdout)
+        r = run(["--print-config"], {"DAGQ_EVENT_LOOP": "poll"})
+        self.assertIn(b"event-loop = poll", r.stdout)
+        r = run(["--event-loop", "kqueue"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn(b"--event-loop must be epoll or poll", r.stderr)
         self.assertEqual(run(["--listen", "127.0.0.1:0", "--token-file", "/nonexistent/t"]).returncode, 3)
         self.assertEqual(run(["--listen", "nonsense"]).returncode, 3)
         # A port in use: exit 4.

@@ -908,14 +908,19 @@ test_store_syncs_asynchronously (void **state)
     uint64_t durable = 0, before = dq_store_commits (store), last = 0;
     assert_int_equal (dq_store_durable (store, &durable), 0);
     assert_int_equal (durable, before);
+    assert_false (dq_store_syncing (store));
     for (uint64_t id = 1; id <= 200; id++) {
         dq_store_job_t job = s_plain_job (id);
         assert_int_equal (dq_store_put_job (store, &job), 0);
         assert_int_equal (dq_store_commit (store), 0);
         assert_int_equal (dq_store_commits (store), before + id);
         assert_int_equal (dq_store_sync (store), 0);
+        //  Syncing until the sync asked for is done, not longer.
+        bool syncing = dq_store_syncing (store);
         assert_int_equal (dq_store_durable (store, &durable), 0);
         assert_true (durable >= last && durable <= before + id);
+        if (!syncing)
+            assert_int_equal (durable, before + id);
         last = durable;
     }
     //  A commit with nothing open is not counted.
@@ -928,6 +933,7 @@ test_store_syncs_asynchronously (void **state)
         assert_int_equal (dq_store_durable (store, &durable), 0);
     }
     assert_int_equal (durable, before + 200);
+    assert_false (dq_store_syncing (store));
     dq_store_close (&store);
 
     store = s_open (fx);
@@ -947,6 +953,7 @@ test_store_syncs_asynchronously (void **state)
     assert_int_equal (dq_store_sync (store), 0);
     assert_int_equal (dq_store_durable (store, &durable), 0);
     assert_int_equal (durable, dq_store_commits (store));
+    assert_false (dq_store_syncing (store));
     dq_store_close (&store);
 }
 
