@@ -27,6 +27,13 @@
 #   BENCH_BODY_BYTES   request body size (default 1024)
 #   BENCH_BUILD_DIR    build tree (default <repo>/build-bench-gateway)
 #   BENCH_SKIP_BUILD=1 use the binaries already in BENCH_BUILD_DIR
+#   BENCH_WORKER_CONCURRENCY  the worker's --concurrency (default 64, enough
+#                      for it to run every accepted job as it comes; with
+#                      the default of one per core it runs a few percent and
+#                      the rest queue up, which is ingest only)
+#   BENCH_EVENT_LOOP   the gateway's --event-loop (default poll: 64 keep-alive
+#                      connections are the case it is for; epoll for the
+#                      gateway's default)
 #   BENCH_GATEWAY_ARGS extra dagq-gateway options (e.g. "--threads 1")
 #   BENCH_BROKER_ARGS  extra dagq-broker options (e.g. "--result-ttl 5")
 #   BENCH_SYNC         the broker's --sync (default full, which the targets
@@ -42,6 +49,7 @@ WARMUP=${BENCH_WARMUP:-2}
 CONNS=${BENCH_CONNECTIONS:-64}
 WRK_THREADS=${BENCH_WRK_THREADS:-2}
 export WRK_BODY_BYTES=${BENCH_BODY_BYTES:-1024}
+WORKER_CONCURRENCY=${BENCH_WORKER_CONCURRENCY:-64}
 LUA=$REPO/bench/wrk_post.lua
 PYTHON=/usr/bin/python3
 [ -x "$PYTHON" ] || PYTHON=python3
@@ -123,12 +131,13 @@ wait_http() {   # URL: until it answers (20 s)
 PIDS+=($!)
 NAMES=(broker)
 "$BUILD/worker/dagq-worker" --broker "tcp://127.0.0.1:$BE" --builtins \
-    --log-level warn >"$TMP/worker.log" 2>&1 &
+    --concurrency "$WORKER_CONCURRENCY" --log-level warn >"$TMP/worker.log" 2>&1 &
 PIDS+=($!)
 NAMES+=(worker)
 # shellcheck disable=SC2086
 "$BUILD/gateway/dagq-gateway" --listen "127.0.0.1:$GW" --broker "tcp://127.0.0.1:$FE" \
-    --log-level warn ${BENCH_GATEWAY_ARGS:-} >"$TMP/gateway.log" 2>&1 &
+    --event-loop "${BENCH_EVENT_LOOP:-poll}" --log-level warn ${BENCH_GATEWAY_ARGS:-} \
+    >"$TMP/gateway.log" 2>&1 &
 PIDS+=($!)
 NAMES+=(gateway)
 "$BUILD/bench/bench_bare_http" --listen "$BARE" >"$TMP/bare.log" 2>&1 &
@@ -178,7 +187,8 @@ stats() {   # the gateway's /v1/stats, or {}
     curl -s "http://127.0.0.1:$GW/v1/stats" || echo '{}'
 }
 
-say "bare libmicrohttpd server and dagq-gateway (broker --sync ${BENCH_SYNC:-full}, 1 worker):"
+say "bare libmicrohttpd server and dagq-gateway (--event-loop ${BENCH_EVENT_LOOP:-poll};" \
+    "broker --sync ${BENCH_SYNC:-full}, 1 worker --concurrency $WORKER_CONCURRENCY):"
 say "  $RUNS runs of ${SECONDS_RUN} s each, alternating, $CONNS connections, ${WRK_BODY_BYTES}-byte bodies"
 for r in $(seq 1 "$RUNS"); do
     warm=0
@@ -212,12 +222,17 @@ def parse(name):
             "accepted": accepted, "other": other, "errors": errors, "secs": secs, "cpu": cpu}
 
 def coalescing(r):
+    """Per gateway run: SUBMITs, jobs in them, jobs that ran (succeeded)
+    meanwhile, and jobs queued or running at its end."""
     try:
-        g0 = json.load(open("%s/stats0.%d" % (tmp, r)))["gateway"]
-        g1 = json.load(open("%s/stats1.%d" % (tmp, r)))["gateway"]
-        return g1["batches"] - g0["batches"], g1["batched_jobs"] - g0["batched_jobs"]
+        s0 = json.load(open("%s/stats0.%d" % (tmp, r)))
+        s1 = json.load(open("%s/stats1.%d" % (tmp, r)))
+        g0, g1 = s0["gateway"], s1["gateway"]
+        e0, e1 = ([t for t in s["types"] if t["type"] == "echo"][0] for s in (s0, s1))
+        return (g1["batches"] - g0["batches"], g1["batched_jobs"] - g0["batched_jobs"],
+                e1["succeeded"] - e0["succeeded"], e1["queued"] + e1["running"])
     except (ValueError, KeyError, TypeError, OSError):
-        return 0, 0
+        return 0, 0, 0, 0
 
 def fmt(n):
     return "{:,.0f}".format(n)
@@ -237,10 +252,12 @@ for i in range(runs):
             r["p50"], r["p99"], per))
         if r["other"] or r["errors"]:
             print("       (other statuses %s, socket errors %s)" % (r["other"], r["errors"] or "none"))
-    batches, jobs = coalescing(i + 1)
+    batches, jobs, ran, left = coalescing(i + 1)
     if batches:
         print("       coalescing: %d jobs in %d SUBMITs, %.1f per SUBMIT, %.0f SUBMITs/s"
               % (jobs, batches, jobs / batches, batches / gw[i]["secs"]))
+        print("       the worker ran %d jobs meanwhile (%.0f%% of those accepted); %d queued "
+              "or running at the end" % (ran, 100.0 * ran / jobs, left))
 
 def med(rs, k):
     return statistics.median(r[k] for r in rs)
