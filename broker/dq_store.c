@@ -103,6 +103,7 @@
 
 #include "dq_store.h"
 #include "dq_log.h"
+#include "dq_walbuf.h"
 #include "dq_proto.h"
 
 #include <errno.h>
@@ -1322,9 +1323,12 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
         goto failed;
     }
 
+    //  The writing connection appends each commit to the WAL with one
+    //  write (dq_walbuf); without it, SQLite's default VFS does the same.
     int rc = sqlite3_open_v2 (self->path, &self->db,
                               SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE
-                              | SQLITE_OPEN_NOMUTEX, NULL);
+                              | SQLITE_OPEN_NOMUTEX,
+                              dq_walbuf_register () == SQLITE_OK? DQ_WALBUF_VFS: NULL);
     if (rc != SQLITE_OK) {
         s_format (err, err_size, "cannot open %s: %s", self->path,
                   self->db? sqlite3_errmsg (self->db): sqlite3_errstr (rc));
