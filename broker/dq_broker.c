@@ -22,7 +22,9 @@
          whose commit is on disk. With --sync full a thread fdatasyncs the
          WAL (dq_store_sync_async), so a batch's messages go out on a later
          turn, once its sync is done; the loop reads and commits the next
-         batches meanwhile. A failed sync is fail-stop too.
+         batches meanwhile. A failed sync is fail-stop too. A JOB for a job
+         whose readiness was on disk before this turn goes out at once
+         (s_ready_on_disk): dispatches are not stored.
 
     The poll timeout is the earliest deadline in the heap, capped at a
     quarter of the heartbeat interval.
@@ -134,6 +136,7 @@ struct _dq_broker_t {
     size_t nmarks, marks_cap;
     int sync_fd;             //  the store's syncer, -1 if commits sync
     uint32_t commit_later;   //  turns since the last commit (s_commit_later)
+    uint64_t durable;        //  commits known to be on disk (with the syncer)
     uint64_t dispatch_hist [DQ_PROTO_HIST_BUCKETS];
     uint64_t bad_logged, bad_window;  //  throttle for bad-input log lines
     volatile sig_atomic_t stopping;
@@ -387,6 +390,41 @@ s_undo_dispatch (dq_broker_t *self, s_out_t *o)
     }
 }
 
+//  Send one queued message (not an event) and free it.
+static void
+s_send_out (dq_broker_t *self, s_out_t *o)
+{
+    const char *cmd = dq_cmd_str (o->cmd);
+    int rc = zmq_send (o->sock, o->rid, o->rid_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
+    if (rc != -1) {
+        zmq_send (o->sock, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE, ZMQ_SNDMORE);
+        zmq_send (o->sock, cmd, strlen (cmd), ZMQ_SNDMORE);
+        rc = zmq_send (o->sock, o->body, o->body_size, 0);
+    }
+    if (rc == -1) {
+        if (o->cmd == DQ_CMD_JOB)
+            s_undo_dispatch (self, o);
+        else
+            dq_log_debug ("%s not sent: %s", cmd, zmq_strerror (errno));
+    }
+    free (o->body);
+    free (o->jobs);
+}
+
+//  Send the JOB messages of out [from, nout) now; the rest stays queued.
+static void
+s_send_jobs_now (dq_broker_t *self, size_t from)
+{
+    size_t kept = from;
+    for (size_t i = from; i < self->nout; i++) {
+        if (self->out [i].cmd == DQ_CMD_JOB)
+            s_send_out (self, &self->out [i]);
+        else
+            self->out [kept++] = self->out [i];
+    }
+    self->nout = kept;
+}
+
 //  Send out [0, n) and drop it from the queue.
 static void
 s_flush (dq_broker_t *self, size_t n)
@@ -404,21 +442,7 @@ s_flush (dq_broker_t *self, size_t n)
             events++;
             continue;
         }
-        const char *cmd = dq_cmd_str (o->cmd);
-        int rc = zmq_send (o->sock, o->rid, o->rid_size, ZMQ_SNDMORE | ZMQ_DONTWAIT);
-        if (rc != -1) {
-            zmq_send (o->sock, DQ_PROTO_SIGNATURE, DQ_PROTO_SIGNATURE_SIZE, ZMQ_SNDMORE);
-            zmq_send (o->sock, cmd, strlen (cmd), ZMQ_SNDMORE);
-            rc = zmq_send (o->sock, o->body, o->body_size, 0);
-        }
-        if (rc == -1) {
-            if (o->cmd == DQ_CMD_JOB)
-                s_undo_dispatch (self, o);
-            else
-                dq_log_debug ("%s not sent: %s", cmd, zmq_strerror (errno));
-        }
-        free (o->body);
-        free (o->jobs);
+        s_send_out (self, o);
     }
     if (!n)
         return;                 //  (out may still be NULL)
@@ -530,6 +554,9 @@ s_enqueue (dq_broker_t *self, dq_bjob_t *job)
     //  While queued, deadline_ms holds when it became ready (for the
     //  dispatch latency histogram); the deadline heap does not hold it then.
     job->deadline_ms = self->now;
+    //  What made it ready (its submission, its parents' outcomes, a retry)
+    //  is in the open transaction at the latest.
+    job->ready_commit = (uint32_t) (dq_store_commits (self->store) + 1);
     if (dq_sched_enqueue (self->sched, job))
         dq_log_error ("job=%s-%" PRIu64 " - out of memory queueing",
                       self->broker_id, job->node.id);
@@ -1910,6 +1937,7 @@ s_handle_ready (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.broker_id = self->broker_id;
     reply.worker_id = wid;
     s_queue_worker (self, w, &reply);
+    w->welcome_commit = dq_store_commits (self->store) + 1;
 }
 
 static void
@@ -2153,11 +2181,25 @@ s_run_timers (dq_broker_t *self)
     s_cold_expire (self);
 }
 
+//  With the syncer, a JOB waits in the out queue for the sync of the turn
+//  that dispatched it. It need not when everything that made the job ready
+//  is on disk already (a job that waited in its queue while a worker was
+//  busy): sending it at once saves a sync per job on a busy worker slot.
+//  Dispatches themselves are not stored, so nothing of this turn is needed.
+static bool
+s_ready_on_disk (dq_broker_t *self, const dq_bjob_t *job)
+{
+    //  Wrapping difference: a job queued 2^31 commits ago just waits.
+    return self->sync_fd != -1
+        && (int32_t) (job->ready_commit - (uint32_t) self->durable) <= 0;
+}
+
 static void
 s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
 {
     uint64_t waited = self->now - (job->deadline_ms <= self->now? job->deadline_ms: self->now);
     self->dispatch_hist [dq_proto_hist_bucket (waited)]++;
+    bool early = s_ready_on_disk (self, job);     //  before slot replaces it
     s_worker_add_job (w, job);
     w->tick = ++self->tick;
     dq_sched_worker_changed (self->sched, w);
@@ -2181,6 +2223,10 @@ s_dispatch (dq_broker_t *self, dq_bjob_t *job, dq_bworker_t *w)
     if (w->npending == 0)
         zlistx_add_end (self->pending_workers, w);
     w->pending [w->npending++] = job;
+    if (early) {
+        w->pending [w->npending - 1] = w->pending [w->nearly];
+        w->pending [w->nearly++] = job;
+    }
     dq_log_debug ("job=%s-%" PRIu64 " type=%s worker=w%u attempt=%u - dispatched",
                   self->broker_id, job->node.id, job->type->name, w->num, job->attempts);
 }
@@ -2283,46 +2329,62 @@ s_queue_jobs (dq_broker_t *self, dq_bworker_t *w, dq_bjob_t **jobs, uint32_t n)
 #define S_BATCH_JOBS_MAX  256
 #define S_BATCH_BYTES_MAX (4u << 20)
 
+//  Queue JOB messages for w->pending [from, to), in batches.
+static void
+s_queue_pending (dq_broker_t *self, dq_bworker_t *w, uint32_t from, uint32_t to)
+{
+    uint32_t i = from;
+    while (i < to) {
+        uint32_t n = 0;
+        size_t bytes = 0;
+        if (w->batch) {
+            while (i + n < to && n < S_BATCH_JOBS_MAX
+            &&     (n == 0 || bytes < S_BATCH_BYTES_MAX)) {
+                dq_bjob_t *job = w->pending [i + n];
+                bytes += job->payload_size;
+                for (uint32_t k = 0; k < job->node.nparents; k++)
+                    if (job->node.parents [k].node)
+                        bytes += ((dq_bjob_t *) job->node.parents [k].node)->output_size;
+                n++;
+            }
+        }
+        else
+            n = 1;
+        if (!s_queue_jobs (self, w, w->pending + i, n)) {
+            if (n > 1) {
+                //  Too big together: one message each.
+                for (uint32_t k = 0; k < n; k++)
+                    if (!s_queue_jobs (self, w, w->pending + i + k, 1))
+                        s_attempt_failed (self, w->pending [i + k],
+                            "the job's message (payload and parents' outputs) "
+                            "is over the message size limit", false);
+            }
+            else
+                s_attempt_failed (self, w->pending [i],
+                    "the job's message (payload and parents' outputs) is over "
+                    "the message size limit", false);
+        }
+        i += n;
+    }
+}
+
+//  The turn's dispatches: jobs whose readiness is on disk go at once to a
+//  worker whose WELCOME has gone out (s_ready_on_disk), the others wait in
+//  the out queue for this turn's commit like every other message.
 static void
 s_send_jobs (dq_broker_t *self)
 {
     dq_bworker_t *w;
     while ((w = zlistx_first (self->pending_workers))) {
         zlistx_delete (self->pending_workers, NULL);
-        uint32_t i = 0;
-        while (i < w->npending) {
-            uint32_t n = 0;
-            size_t bytes = 0;
-            if (w->batch) {
-                while (i + n < w->npending && n < S_BATCH_JOBS_MAX
-                &&     (n == 0 || bytes < S_BATCH_BYTES_MAX)) {
-                    dq_bjob_t *job = w->pending [i + n];
-                    bytes += job->payload_size;
-                    for (uint32_t k = 0; k < job->node.nparents; k++)
-                        if (job->node.parents [k].node)
-                            bytes += ((dq_bjob_t *) job->node.parents [k].node)->output_size;
-                    n++;
-                }
-            }
-            else
-                n = 1;
-            if (!s_queue_jobs (self, w, w->pending + i, n)) {
-                if (n > 1) {
-                    //  Too big together: one message each.
-                    for (uint32_t k = 0; k < n; k++)
-                        if (!s_queue_jobs (self, w, w->pending + i + k, 1))
-                            s_attempt_failed (self, w->pending [i + k],
-                                "the job's message (payload and parents' outputs) "
-                                "is over the message size limit", false);
-                }
-                else
-                    s_attempt_failed (self, w->pending [i],
-                        "the job's message (payload and parents' outputs) is over "
-                        "the message size limit", false);
-            }
-            i += n;
+        uint32_t now = w->welcome_commit <= self->durable? w->nearly: 0;
+        if (now) {
+            size_t from = self->nout;
+            s_queue_pending (self, w, 0, now);
+            s_send_jobs_now (self, from);
         }
-        w->npending = 0;
+        s_queue_pending (self, w, now, w->npending);
+        w->npending = w->nearly = 0;
     }
 }
 
@@ -2937,6 +2999,15 @@ dq_broker_run (dq_broker_t *self)
             break;
         self->now = dq_now_ms ();
         uint64_t turn_start = dq_mono_ms ();
+        //  What a sync finished meanwhile goes out first: a JOB sent at
+        //  once this turn must not pass its worker's WELCOME.
+        if (self->sync_fd != -1) {
+            if (dq_store_durable (self->store, &self->durable)) {
+                s_store_fail (self, "fdatasync");
+                break;
+            }
+            s_flush_durable (self, self->durable);
+        }
         //  1-2. a bounded batch, backend first
         //  A socket that said "nothing" is not asked again this turn: an
         //  empty read costs libzmq a system call.
@@ -2971,12 +3042,11 @@ dq_broker_run (dq_broker_t *self)
             //  loop goes on meanwhile.
             if (!s_commit_later (self) && s_commit (self))
                 break;
-            uint64_t durable;
-            if (dq_store_durable (self->store, &durable)) {
+            if (dq_store_durable (self->store, &self->durable)) {
                 s_store_fail (self, "fdatasync");
                 break;
             }
-            s_flush_durable (self, durable);
+            s_flush_durable (self, self->durable);
         }
         else
             s_flush (self, self->nout);

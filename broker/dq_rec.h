@@ -45,7 +45,11 @@ struct dq_bjob_s {
     uint64_t skipped_by;
     uint32_t payload_size, output_size, timeout_ms;
     uint32_t last_worker;    //  number of the last worker ("w<n>"), 0 = none
-    uint32_t slot;           //  index in worker->jobs while running
+    union {
+        uint32_t slot;       //  running: index in worker->jobs
+        uint32_t ready_commit;  //  queued: the store commit (low 32 bits)
+                             //  that holds what made it ready
+    };
     int32_t priority;
     uint16_t attempts, max_attempts;
     uint8_t state, where;
@@ -88,8 +92,10 @@ struct dq_bworker_s {
     uint64_t done;
     uint64_t *acks;          //  job sequences to acknowledge after commit
     uint32_t nacks, acks_cap;
-    dq_bjob_t **pending;     //  dispatched this turn, JOB not queued yet
-    uint32_t npending, pending_cap;
+    dq_bjob_t **pending;     //  dispatched this turn, JOB not queued yet;
+    uint32_t npending, pending_cap;  //  the first nearly may go at once
+    uint32_t nearly;
+    uint64_t welcome_commit; //  the commit its last WELCOME waits for
     bool stalled;            //  a send would block: give it nothing more
     bool batch;              //  takes several jobs in one JOB message
 };
