@@ -685,6 +685,8 @@ class GatewayTest(GatewayTestBase):
             g = self.start(c)
             self.assertEqual(g.get("/healthz").json(), {"status": "ok"})
             h.wait_until(lambda: g.get("/readyz").status == 200, timeout=30, what="readyz")
+            # The worker's types are known once it has registered.
+            c.wait_workers(count=1)
             st = g.get("/v1/stats")
             self.assertEqual(st.status, 200)
             self.assertIn("echo", {t["type"] for t in st.json()["types"]})
