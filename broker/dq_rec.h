@@ -92,9 +92,9 @@ struct dq_bworker_s {
     uint64_t done;
     uint64_t *acks;          //  job sequences to acknowledge after commit
     uint32_t nacks, acks_cap;
-    dq_bjob_t **pending;     //  dispatched this turn, JOB not queued yet;
-    uint32_t npending, pending_cap;  //  the first nearly may go at once
-    uint32_t nearly;
+    dq_bjob_t **pending;     //  dispatched this turn, JOB not queued yet
+    uint32_t npending, pending_cap;
+    uint32_t nearly;         //  pending [0, nearly) may go at once
     uint64_t welcome_commit; //  the commit its last WELCOME waits for
     bool stalled;            //  a send would block: give it nothing more
     bool batch;              //  takes several jobs in one JOB message

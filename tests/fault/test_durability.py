@@ -6,8 +6,8 @@ The kill -9 loop: a client submits 20,000 jobs (some in DAGs) with
 idempotency keys, re-sending each submission until it is acknowledged,
 while three workers run them; the broker is SIGKILLed (every third time
 SIGTERMed) at random moments at least 5 times and restarted on the same
-data dir. Afterwards, reading the
-final state through the CLI: every acknowledged job is terminal and
+data dir. Afterwards, reading the final state through the CLI: every
+acknowledged job is terminal and
 succeeded, one job per key, no job exists that was never submitted, DAG
 children started after their parents finished; and through the event
 stream, no job recorded a terminal outcome twice.
