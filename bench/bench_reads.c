@@ -4,9 +4,8 @@
     workers), at most S_WINDOW unfinished at a time (so the backlog, not
     what finished, stays small), waits until they have all finished, reads
     STATS (jobs_total, jobs_in_memory), then asks for them one at a time:
-    --reads STATUS
-    requests and as many RESULT requests, each for a job picked at random,
-    each waiting for its answer. Prints the broker's memory figures (RSS
+    --reads STATUS requests and as many RESULT requests, each for a job
+    picked at random, each waiting for its answer. Prints the broker's memory figures (RSS
     growth per finished job with --pid) and the round-trip percentiles.
 
     Run it against a --memory broker (finished jobs held in memory) and a

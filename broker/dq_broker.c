@@ -2930,6 +2930,19 @@ s_wait_durable (dq_broker_t *self)
     return 0;
 }
 
+//  Send the messages whose commits are on disk. 0, or -1 if a sync failed
+//  (fail-stop).
+static int
+s_flush_on_disk (dq_broker_t *self)
+{
+    if (dq_store_durable (self->store, &self->durable)) {
+        s_store_fail (self, "fdatasync");
+        return -1;
+    }
+    s_flush_durable (self, self->durable);
+    return 0;
+}
+
 //  While a sync is in flight, a commit would only wait for the next one:
 //  leave the transaction open and commit once the sync ends. One commit then
 //  covers the turns a sync takes, which writes each of the pages they share
@@ -3001,13 +3014,8 @@ dq_broker_run (dq_broker_t *self)
         uint64_t turn_start = dq_mono_ms ();
         //  What a sync finished meanwhile goes out first: a JOB sent at
         //  once this turn must not pass its worker's WELCOME.
-        if (self->sync_fd != -1) {
-            if (dq_store_durable (self->store, &self->durable)) {
-                s_store_fail (self, "fdatasync");
-                break;
-            }
-            s_flush_durable (self, self->durable);
-        }
+        if (self->sync_fd != -1 && s_flush_on_disk (self))
+            break;
         //  1-2. a bounded batch, backend first
         //  A socket that said "nothing" is not asked again this turn: an
         //  empty read costs libzmq a system call.
@@ -3040,13 +3048,12 @@ dq_broker_run (dq_broker_t *self)
             //  6. replies, ACKs, JOBs, events: each batch's once its commit
             //  is on disk. With the syncer that is a later turn, and this
             //  loop goes on meanwhile.
+            //  Also with the syncer: what only read queued messages under a
+            //  commit already on disk, and nothing would wake the loop.
             if (!s_commit_later (self) && s_commit (self))
                 break;
-            if (dq_store_durable (self->store, &self->durable)) {
-                s_store_fail (self, "fdatasync");
+            if (s_flush_on_disk (self))
                 break;
-            }
-            s_flush_durable (self, self->durable);
         }
         else
             s_flush (self, self->nout);
