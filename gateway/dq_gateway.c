@@ -63,6 +63,7 @@
 #define S_CTYPE_MAX           255    //  Content-Type bytes kept as the job's
 #define S_TOKEN_MAX           4096
 #define S_FILE_MAX            (1u << 20)   //  token, certificate and key files
+#define S_PATH_MAX            512    //  longer paths match no route
 
 //  ---------------------------------------------------------------------------
 //  Actions: what a request does; also the labels of its metrics.
@@ -144,7 +145,7 @@ typedef struct {
     s_req_state_t state;     //  written by the link thread only while HELD
     uint64_t start_us;       //  monotonic: when its head was complete
     unsigned status;         //  response status, for metrics (0 = none)
-    char arg [DQ_PROTO_TYPE_MAX + 1];  //  type or id from the path
+    char arg [S_PATH_MAX];   //  type or id from the path, checked by its route
     //  Body
     char *body;              //  the payload (POST routes), or NULL
     size_t body_size, body_cap;
@@ -728,6 +729,39 @@ s_base64_decode (const char *s, size_t len, uint8_t *out, size_t *out_size)
 //  ---------------------------------------------------------------------------
 //  Routing
 
+static int
+s_hex_digit (char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+//  Decodes %HH in paths and query values as libmicrohttpd's own does, except
+//  %00, which stays as it is: decoded, it would cut the C string short, so
+//  POST /v1/jobs/ec%00ho would submit type "ec" and ?priority=1%00x be 1.
+//  Kept, it fails the value's check like any other bad character.
+static size_t
+s_unescape (void *cls, struct MHD_Connection *con, char *s)
+{
+    (void) cls;
+    (void) con;
+    char *out = s;
+    for (const char *in = s; *in; ) {
+        int hi, lo;
+        if (in [0] == '%' && (hi = s_hex_digit (in [1])) >= 0
+        &&  (lo = s_hex_digit (in [2])) >= 0 && (hi | lo)) {
+            *out++ = (char) (hi << 4 | lo);
+            in += 3;
+        }
+        else
+            *out++ = *in++;
+    }
+    *out = 0;
+    return (size_t) (out - s);
+}
+
 //  Find the action for a path and method. Returns A_OTHER with *status 404
 //  or 405 (and *allow) when there is none; copies the path's parameter
 //  into arg.
@@ -740,7 +774,7 @@ s_route (const char *url, const char *method, char *arg, size_t arg_size,
     bool del = !strcmp (method, "DELETE");
     *status = 404;
     *allow = NULL;
-    char path [512];
+    char path [S_PATH_MAX];
     size_t n = strlen (url);
     if (n >= sizeof path)
         return A_OTHER;
@@ -772,9 +806,7 @@ s_route (const char *url, const char *method, char *arg, size_t arg_size,
         if (!strcmp (seg [1], "stats")) { ROUTE (get, A_STATS); NOT_ALLOWED ("GET, HEAD"); }
         return A_OTHER;
     }
-    if (strlen (seg [2]) >= arg_size)
-        return A_OTHER;          //  longer than any type or id
-    snprintf (arg, arg_size, "%s", seg [2]);
+    snprintf (arg, arg_size, "%s", seg [2]);   //  fits: arg_size is S_PATH_MAX
     if (nseg == 3 && !strcmp (seg [1], "jobs")) {
         ROUTE (post, A_SUBMIT);
         ROUTE (get, A_JOB_GET);
@@ -915,14 +947,20 @@ static void
 s_parse_submit (s_req_t *req)
 {
     dq_gateway_t *self = req->gw;
+    size_t length = strlen (req->arg);
+    if (length > DQ_PROTO_TYPE_MAX) {
+        s_bad (req, "bad job type: %zu characters, at most %d", length,
+               DQ_PROTO_TYPE_MAX);
+        return;
+    }
     if (!s_valid_type (req->arg)) {
         s_bad (req, "bad job type '%s': 1 to %d characters of A-Z a-z 0-9 _ . : -",
                req->arg, DQ_PROTO_TYPE_MAX);
         return;
     }
     if (!s_type_allowed (self, req->arg)) {
-        snprintf (req->bad, sizeof req->bad, "job type '%s' is not allowed here "
-                  "(--allow-types)", req->arg);
+        snprintf (req->bad, sizeof req->bad, "job type '%.*s' is not allowed here "
+                  "(--allow-types)", DQ_PROTO_TYPE_MAX, req->arg);
         req->bad_status = 403;
         return;
     }
@@ -2393,6 +2431,7 @@ dq_gateway_new (const dq_gateway_cfg_t *cfg, char *err, size_t err_size, int *ex
     OPT (MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self);
     OPT (MHD_OPTION_NOTIFY_CONNECTION, s_on_connection, self);
     OPT (MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, self);
+    OPT (MHD_OPTION_UNESCAPE_CALLBACK, s_unescape, NULL);
     OPT (MHD_OPTION_CONNECTION_LIMIT, self->cfg.max_connections, NULL);
     OPT (MHD_OPTION_CONNECTION_TIMEOUT, self->cfg.idle_timeout, NULL);
     OPT (MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t) self->cfg.max_header, NULL);

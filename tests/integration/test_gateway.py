@@ -1156,6 +1156,18 @@ class GatewayTest(GatewayTestBase):
                          "/v1/jobs/" + "9" * 200):
                 r = g.get(path)
                 self.assertIn(r.status, (400, 404, 405), (path, r))
+            # %00 must not cut a type or value short ("ec" or priority 1),
+            # and an over-long type is a 400 that says so; none submits a job.
+            before = g.get("/v1/stats").json()["jobs_total"]
+            for path, says in (("/v1/jobs/ec%00ho", "'ec%00ho'"),
+                               ("/v1/jobs/echo?priority=1%00x", "'1%00x'"),
+                               ("/v1/jobs/echo?depends_on=%00", "'%00'"),
+                               ("/v1/jobs/" + "a" * 300, "300 characters, at most 128")):
+                r = g.post(path, b"x")
+                self.assertEqual((r.status, r.error_code()), (400, "invalid"), (path, r))
+                self.assertIn(says, r.json()["error"]["message"], path)
+            self.assertEqual(g.get("/v1/stats").json()["jobs_total"], before)
+            self.assertEqual(g.post("/v1/jobs/ec%68o?wait=60", b"decoded").body, b"decoded")
             self.assertEqual(g.post("/v1/jobs/echo?wait=60", b"alive").body, b"alive")
             m = parse_prometheus(g.metrics().body.decode())
             bad = [(l, v) for n, l, v in m["dagq_http_requests_total"]["samples"]
