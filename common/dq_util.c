@@ -80,7 +80,8 @@ dq_parse_i64 (const char *s, int64_t min, int64_t max, int64_t *out)
 int
 dq_parse_seconds_ms (const char *s, double max_s, uint64_t *out_ms)
 {
-    if (!s || !*s || *s == '-' || *s == ' ')
+    //  Plain decimal only: strtod alone also takes "0x10", "1e3" and "inf".
+    if (!s || strspn (s, "0123456789.") != strlen (s) || !strpbrk (s, "0123456789"))
         return -1;
     errno = 0;
     char *end;

@@ -24,8 +24,8 @@ int
     dq_parse_u64 (const char *s, uint64_t min, uint64_t max, uint64_t *out);
 int
     dq_parse_i64 (const char *s, int64_t min, int64_t max, int64_t *out);
-//  Parse all of s as a number of seconds (fractions allowed, e.g. "0.5"),
-//  in [0, max_s], into ms. Returns 0 or -1.
+//  Parse all of s as a decimal number of seconds (fractions allowed, e.g.
+//  "0.5"; no sign, exponent or hex), in [0, max_s], into ms. Returns 0 or -1.
 int
     dq_parse_seconds_ms (const char *s, double max_s, uint64_t *out_ms);
 //  Parse a size with an optional K/M/G suffix (powers of 1024).

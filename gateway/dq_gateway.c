@@ -156,6 +156,7 @@ typedef struct {
     uint32_t ndeps, deps_cap;
     char key [S_KEY_MAX + 1];          //  Idempotency-Key
     char ctype [S_CTYPE_MAX + 1];      //  Content-Type, kept with the job
+    unsigned options_seen;   //  bit i: s_single_options [i] was given
     char bad [400];          //  first bad option, for a 400
     int bad_status;          //  400, 403 or 413
     //  POST /v1/jobs and /v1/dags
@@ -874,6 +875,11 @@ s_add_dep (s_req_t *req, const char *id, size_t len)
     return 0;
 }
 
+//  Options that take one value: given twice, which one was meant is unclear.
+static const char *const s_single_options [] = {
+    "priority", "attempts", "timeout", "delay", "wait"
+};
+
 static enum MHD_Result
 s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
@@ -886,6 +892,14 @@ s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value
         s_bad (req, "query parameter '%s' needs a value", key);
         return MHD_NO;
     }
+    for (unsigned i = 0; i < sizeof s_single_options / sizeof s_single_options [0]; i++)
+        if (!strcmp (key, s_single_options [i])) {
+            if (req->options_seen & (1u << i)) {
+                s_bad (req, "query parameter '%s' given more than once", key);
+                return MHD_NO;
+            }
+            req->options_seen |= 1u << i;
+        }
     if (!strcmp (key, "priority")) {
         int64_t v;
         if (dq_parse_i64 (value, INT32_MIN, INT32_MAX, &v))

@@ -1162,6 +1162,9 @@ class GatewayTest(GatewayTestBase):
             for path, says in (("/v1/jobs/ec%00ho", "'ec%00ho'"),
                                ("/v1/jobs/echo?priority=1%00x", "'1%00x'"),
                                ("/v1/jobs/echo?depends_on=%00", "'%00'"),
+                               ("/v1/jobs/echo?priority=1&priority=2", "more than once"),
+                               ("/v1/jobs/echo?delay=0x10", "'0x10'"),
+                               ("/v1/jobs/echo?timeout=1e3", "'1e3'"),
                                ("/v1/jobs/" + "a" * 300, "300 characters, at most 128")):
                 r = g.post(path, b"x")
                 self.assertEqual((r.status, r.error_code()), (400, "invalid"), (path, r))

@@ -200,6 +200,11 @@ test_cfg_parse_numbers (void **state)
     s_expect_parse_error (&s_opts [T_TTL], "-1", "seconds");
     s_expect_parse_error (&s_opts [T_TTL], "nan", "seconds");
     s_expect_parse_error (&s_opts [T_TTL], "1s", "seconds");
+    s_expect_parse_error (&s_opts [T_TTL], "0x10", "seconds");
+    s_expect_parse_error (&s_opts [T_TTL], "1e3", "seconds");
+    s_expect_parse_error (&s_opts [T_TTL], "1.2.3", "seconds");
+    s_expect_parse_error (&s_opts [T_TTL], ".", "seconds");
+    s_expect_parse_error (&s_opts [T_TTL], "", "seconds");
 }
 
 static void
