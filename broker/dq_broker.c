@@ -1775,8 +1775,12 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     bool is_dag;
     uint64_t seq;
     char why [200];
-    if (s_parse_id (self, msg->id, &is_dag, &seq, why, sizeof why) || !is_dag) {
-        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "%s", is_dag? why: "not a DAG id");
+    if (s_parse_id (self, msg->id, &is_dag, &seq, why, sizeof why)) {
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "%s", why);
+        return;
+    }
+    if (!is_dag) {
+        REPLY_ERROR (DQ_ERR_NOT_FOUND, 0, "'%.64s' is a job id, not a DAG id", msg->id);
         return;
     }
     dq_bdag_t *dag = dq_seqmap_get (self->dags, seq);
