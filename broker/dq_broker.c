@@ -644,6 +644,19 @@ s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
     if (done < dag->njobs || dag->finished_ms)
         return;
     dag->finished_ms = self->now;
+    //  Its jobs' outputs were kept in memory for their children. With a
+    //  store they are on disk too (s_output_get reads them back for a later
+    //  child that depends on one by id), so a finished DAG does not hold
+    //  them for --result-ttl.
+    if (self->store) {
+        for (uint32_t i = 0; i < dag->njobs; i++) {
+            dq_bjob_t *job = s_job (self, dag->jobs [i]);
+            if (job && job->output) {
+                free (job->output);
+                job->output = NULL;
+            }
+        }
+    }
     bool ok = dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs;
     char id [DQ_ID_MAX];
     s_dag_id (self, dag->seq, id);
@@ -855,6 +868,10 @@ s_evict_finished (dq_broker_t *self)
         dq_bjob_t *job = s_job (self, self->evict [i]);
         assert (job);           //  nothing deletes a job in the turn it ends
         if (job->node.nchildren) {
+            //  Children made ready this turn were dispatched with its
+            //  output; later ones read it from the store.
+            free (job->output);
+            job->output = NULL;
             if (job->where == DQ_WHERE_NONE)
                 s_timer_add (self, job, job->finished_ms + self->cfg.result_ttl_ms);
             continue;

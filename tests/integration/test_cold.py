@@ -127,6 +127,24 @@ class ColdJobsTest(unittest.TestCase):
             c.wait_terminal(more)
             self.assertEqual(cl.result(more[0])["output"], b"p-1")
 
+    def test_parent_output_from_the_store(self):
+        """A parent outside DAGs does not hold its output in memory after the
+        turn it finished in: a child waiting for it when it ends, one added
+        later, and RESULT all get the output."""
+        with h.Cluster(name="cold-kids") as c:
+            c.start_worker(name="kw", concurrency=2)
+            c.wait_workers(names=["kw"])
+            cl = c.client()
+            parent = cl.submit([{"type": "echo", "payload": b"parent-out",
+                                 "delay_ms": 300}])["ids"][0]
+            first = cl.submit([{"type": "concat", "deps": [{"id": parent}]}])["ids"]
+            c.wait_terminal(first)
+            self.assertEqual(cl.result(first[0])["output"], b"parent-out")
+            later = cl.submit([{"type": "concat", "deps": [{"id": parent}, {"id": first[0]}]}])["ids"]
+            c.wait_terminal(later)
+            self.assertEqual(cl.result(later[0])["output"], b"parent-outparent-out")
+            self.assertEqual(cl.result(parent)["output"], b"parent-out")
+
     def test_memory_broker_keeps_finished_jobs(self):
         with h.Cluster(name="cold-mem", memory=True) as c:
             c.start_worker(name="mw", concurrency=2)

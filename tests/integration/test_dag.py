@@ -77,6 +77,14 @@ class DagTest(unittest.TestCase):
             self.assertEqual(c.cli_ok("result", ids["cat"]).stdout, "seed-Rseed-L")
             self.assertEqual(json.loads(c.cli_ok("result", ids["json"]).stdout), {"a": [1, 2], "b": "x"})
             self.assertEqual(c.cli_ok("result", ids["b64"]).stdout_bytes, b"\x00\xffbin")
+            # A finished DAG's outputs leave memory (the store has them): its
+            # parents' outputs are still read, by RESULT and by a late child.
+            self.assertEqual(c.cli_ok("result", ids["root"]).stdout, "seed")
+            late_dag, late = submit_dag(c, {"jobs": [
+                {"id": "late", "type": "concat", "depends_on": [ids["root"], ids["left"]]}]},
+                name="late.json")
+            c.cli_ok("wait", late_dag, "--timeout", str(h.deadline(60)))
+            self.assertEqual(c.cli_ok("result", late["late"]).stdout, "seedseed-L")
             dag, jobs = dag_info(c, dag_id)
             self.assertEqual(dag["state"], "succeeded", dag)
             self.assertEqual(dag.get("total"), 7, dag)
