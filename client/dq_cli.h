@@ -26,7 +26,7 @@
 #define DQ_CLI_BROKER_ENV       "DAGQ_BROKER"
 #define DQ_CLI_CURVE_SECRET_ENV "DAGQ_CURVE_SECRET"
 #define DQ_CLI_CURVE_PUBLIC_ENV "DAGQ_CURVE_BROKER_PUBLIC"
-#define DQ_CLI_STATUS_CHUNK     10000       //  ids per STATUS request
+#define DQ_CLI_STATUS_CHUNK     DQ_PROTO_STATUS_IDS_MAX    //  ids per STATUS request
 #define DQ_CLI_CALL_TIMEOUT_MAX 2147483.0   //  seconds: ms must fit an int
 #define DQ_CLI_JOB_TIMEOUT_MAX  4294967.0   //  seconds: timeout_ms is 32-bit
 

@@ -36,7 +36,6 @@
 #define DQ_CLIENT_EAGAIN_RETRY  100     //  ms between tries when the queue is full
 #define DQ_CLIENT_HWM           100000  //  messages queued each way
 #define DQ_CLIENT_FLUSH_MS      500     //  linger when pipelined sends are unanswered
-#define DQ_CLIENT_WAIT_CHUNK    10000   //  ids per STATUS while waiting
 #define DQ_CLIENT_POLL_FIRST    5       //  ms, first wait interval
 #define DQ_CLIENT_POLL_MAX      500     //  ms, longest wait interval
 #define DQ_CLIENT_ERROR_SIZE    600
@@ -592,9 +591,9 @@ s_status (dq_client_t *self, const char **ids, uint32_t n, int timeout_ms,
     *reply = NULL;
     if (!ids || n == 0)
         return s_fail (self, DQ_ERR_INVALID, "STATUS needs at least one id");
-    if (n > DQ_PROTO_ARRAY_MAX)
+    if (n > DQ_PROTO_STATUS_IDS_MAX)
         return s_fail (self, DQ_ERR_TOO_BIG, "%u ids in one STATUS, over the "
-                       "protocol limit of %u", n, DQ_PROTO_ARRAY_MAX);
+                       "protocol limit of %u", n, DQ_PROTO_STATUS_IDS_MAX);
     for (uint32_t i = 0; i < n; i++) {
         int rc = s_check_id (self, ids [i]);
         if (rc)
@@ -729,9 +728,9 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
     int rc = DQ_OK;
     while (true) {
         uint32_t kept = 0;
-        for (uint32_t at = 0; at < npending; at += DQ_CLIENT_WAIT_CHUNK) {
-            uint32_t chunk = npending - at < DQ_CLIENT_WAIT_CHUNK
-                           ? npending - at: DQ_CLIENT_WAIT_CHUNK;
+        for (uint32_t at = 0; at < npending; at += DQ_PROTO_STATUS_IDS_MAX) {
+            uint32_t chunk = npending - at < DQ_PROTO_STATUS_IDS_MAX
+                           ? npending - at: DQ_PROTO_STATUS_IDS_MAX;
             //  A poll may outlast the deadline by up to a second, so a busy
             //  broker is not mistaken for an absent one.
             int64_t left = deadline - s_now_ms ();
@@ -755,7 +754,7 @@ dq_client_wait (dq_client_t *self, const char **ids, uint32_t n,
         }
         npending = kept;
         if (npending == 0) {
-            if (reply && n <= DQ_CLIENT_WAIT_CHUNK && last->ninfos != n) {
+            if (reply && n <= DQ_PROTO_STATUS_IDS_MAX && last->ninfos != n) {
                 dq_msg_destroy (&last);
                 rc = s_status (self, ids, n, self->timeout_ms, &last);
             }

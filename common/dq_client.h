@@ -75,7 +75,8 @@ int
                       uint32_t njobs, const char *dag_name, const char *key,
                       dq_msg_t **reply, uint32_t *retry_ms);
 
-//  STATUS of n ids: *reply is JOBS (infos in order).
+//  STATUS of n ids (1 to DQ_PROTO_STATUS_IDS_MAX; ask for more in several
+//  calls): *reply is JOBS (infos in order).
 int
     dq_client_status (dq_client_t *self, const char **ids, uint32_t n,
                       dq_msg_t **reply);

@@ -50,6 +50,8 @@ extern "C" {
 #define DQ_PROTO_TYPE_MAX       128                   //  job type name
 #define DQ_PROTO_ARRAY_MAX      (1u << 21)            //  any array (jobs per SUBMIT, ids...)
 #define DQ_PROTO_DEPS_MAX       4096                  //  deps of one job
+#define DQ_PROTO_STATUS_IDS_MAX 10000                 //  ids in one STATUS (one broker
+                                                      //  turn: ~150 ms if all are on disk)
 #define DQ_PROTO_VALUES_MAX     (32u << 20)           //  msgpack values in one body
 #define DQ_PROTO_TYPES_MAX      256                   //  types one worker announces
 #define DQ_PROTO_HIST_BUCKETS   14

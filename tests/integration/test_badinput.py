@@ -367,6 +367,18 @@ class BadInputTest(unittest.TestCase):
         p = Peer(c.frontend)
         p.send([h.SIGNATURE, "SUBMIT", pack({"rid": 9, "jobs": [{"type": "echo", "payload": b"y" * (300 * 1024)}]})])
         p.wait_for(is_error_with_rid(9, (5,)), timeout=30, what="too_big for a 300 KiB payload")
+        # A STATUS of more ids than one request may ask for: too_big, and
+        # the largest allowed one is answered in full.
+        p.send([h.SIGNATURE, "STATUS", pack({"rid": 10, "ids": ["x-1"] * 10001})])
+        p.wait_for(is_error_with_rid(10, (5,)), timeout=30, what="too_big for 10,001 ids")
+        p.send([h.SIGNATURE, "SUBMIT", pack({"rid": 11, "jobs": [{"type": "echo"}]})])
+        got = p.wait_for(lambda f: parsed(f)[0] == "SUBMITTED" and parsed(f)[1].get("rid") == 11,
+                         timeout=30, what="SUBMITTED")
+        jid = parsed(got)[1]["ids"][0]
+        p.send([h.SIGNATURE, "STATUS", pack({"rid": 12, "ids": [jid] * 10000})])
+        p.wait_for(lambda f: parsed(f)[0] == "JOBS" and parsed(f)[1].get("rid") == 12
+                   and len(parsed(f)[1].get("infos", [])) == 10000,
+                   timeout=30, what="JOBS for 10,000 ids")
         self.still_serving()
         big.drain(0.1)
         for f in big.received:

@@ -578,6 +578,33 @@ test_proto_roundtrip_every_command_minimal (void **state)
     }
 }
 
+//  STATUS asks for at most DQ_PROTO_STATUS_IDS_MAX ids: one more is refused
+//  as too big, whatever the broker's other limits.
+static void
+test_proto_status_ids_cap (void **state)
+{
+    (void) state;
+    uint32_t n = DQ_PROTO_STATUS_IDS_MAX + 1;
+    const char **ids = calloc (n, sizeof *ids);
+    assert_non_null (ids);
+    for (uint32_t i = 0; i < n; i++)
+        ids [i] = "x-1";
+    dq_msg_t in;
+    dq_msg_init (&in, DQ_CMD_STATUS);
+    in.ids = ids;
+    in.nids = n - 1;
+    dq_msg_t *out = s_roundtrip (&in);
+    assert_int_equal (out->nids, DQ_PROTO_STATUS_IDS_MAX);
+    dq_msg_destroy (&out);
+    in.nids = n;
+    void *body = NULL;
+    size_t size = 0;
+    assert_int_equal (dq_msg_encode (&in, &body, &size), 0);
+    s_expect_fail (DQ_CMD_STATUS, body, size, DQ_ERR_TOO_BIG);
+    free (body);
+    free (ids);
+}
+
 //  Absent fields are omitted by the encoder: a HEARTBEAT is {"rid": 0}, a
 //  draining READY still carries capacity 0.
 static void
@@ -1668,13 +1695,14 @@ test_proto_max_sizes (void **state)
     assert_int_equal (err, DQ_ERR_TOO_BIG);
     free (huge);
 
-    //  ids: DQ_PROTO_ARRAY_MAX entries fine, one more refused.
+    //  ids (of a SUBMITTED: STATUS has a lower cap of its own):
+    //  DQ_PROTO_ARRAY_MAX entries fine, one more refused.
     uint32_t n = DQ_PROTO_ARRAY_MAX;
     const char **ids = malloc ((n + 1) * sizeof *ids);
     assert_non_null (ids);
     for (uint32_t i = 0; i <= n; i++)
         ids [i] = (i % 1000 == 0)? "b7f3a-1000000": "";
-    dq_msg_init (&msg, DQ_CMD_STATUS);
+    dq_msg_init (&msg, DQ_CMD_SUBMITTED);
     msg.ids = ids;
     msg.nids = n;
     out = s_roundtrip (&msg);
@@ -1690,7 +1718,7 @@ test_proto_max_sizes (void **state)
     msgpack_pack_array (&p.pk, n + 1);
     for (uint32_t i = 0; i <= n; i++)
         s_pk_str (&p.pk, "");
-    s_expect_fail (DQ_CMD_STATUS, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
+    s_expect_fail (DQ_CMD_SUBMITTED, p.sb.data, p.sb.size, DQ_ERR_TOO_BIG);
     s_pack_fini (&p);
     free (ids);
 
@@ -2552,6 +2580,7 @@ main (void)
         cmocka_unit_test (test_proto_encode_omits_absent),
         cmocka_unit_test (test_proto_absent_is_zero),
         cmocka_unit_test (test_proto_dep_forms),
+        cmocka_unit_test (test_proto_status_ids_cap),
         cmocka_unit_test (test_proto_wrong_types),
         cmocka_unit_test (test_proto_unknown_keys_ignored),
         cmocka_unit_test (test_proto_non_map_body),
