@@ -25,6 +25,8 @@
 
 #define DQ_WALK_DEPTH_MAX 16
 #define S_HIST_MAX 64           //  buckets a dispatch_hist may carry
+#define S_STRINGIFY(x) S_STRINGIFY_ (x)     //  a limit's value in a message
+#define S_STRINGIFY_(x) #x
 
 static const char *s_cmd_names [DQ_CMD_COUNT_] = {
     [DQ_CMD_NONE] = "NONE",
@@ -1499,13 +1501,9 @@ s_check (s_dec_t *d, dq_msg_t *m)
         case DQ_CMD_STATUS:
             if (m->nids == 0)
                 return s_fail (d, DQ_ERR_INVALID, "%s needs a non-empty 'ids' array", "STATUS");
-            #define S_STR(x) S_STR_(x)
-            #define S_STR_(x) #x
             if (m->nids > DQ_PROTO_STATUS_IDS_MAX)
-                return s_fail (d, DQ_ERR_TOO_BIG, "%s: at most " S_STR (DQ_PROTO_STATUS_IDS_MAX)
+                return s_fail (d, DQ_ERR_TOO_BIG, "%s: at most " S_STRINGIFY (DQ_PROTO_STATUS_IDS_MAX)
                                " ids in one request, send several", "STATUS");
-            #undef S_STR
-            #undef S_STR_
             return 0;
         case DQ_CMD_DONE:
             //  One result (id at the top) or a batch of them.
