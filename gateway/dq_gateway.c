@@ -24,7 +24,8 @@
     but a client trickling its request head byte by byte is never idle. So
     every connection records when it last finished a request; the run loop
     (s_reap) shuts down those whose next request head has not completed
-    within --idle-timeout.
+    within --idle-timeout, and those whose body has not arrived within
+    --idle-timeout plus a second per S_BODY_MIN_RATE bytes received.
 
     Not here: option parsing (dagq_gateway.c), broker I/O (dq_gwlink).
 */
@@ -64,6 +65,8 @@
 #define S_TOKEN_MAX           4096
 #define S_FILE_MAX            (1u << 20)   //  token, certificate and key files
 #define S_PATH_MAX            512    //  longer paths match no route
+#define S_BODY_MIN_RATE       1024   //  bytes/s a body must average (past
+                                     //  --idle-timeout) or it is cut
 
 //  ---------------------------------------------------------------------------
 //  Actions: what a request does; also the labels of its metrics.
@@ -126,6 +129,9 @@ struct _s_conn_t {
     int fd;
     atomic_bool busy;                //  a request head is complete
     atomic_uint_fast64_t since;      //  monotonic ms: opened or last request done
+    atomic_bool reading;             //  its body is arriving (since busy)
+    atomic_uint_fast64_t body_since; //  monotonic ms: head complete
+    atomic_uint_fast64_t body_bytes; //  of the body so far
     bool cut;                        //  shut down by s_reap
     s_conn_t *prev, *next;           //  in dq_gateway_t.conns
 };
@@ -2032,15 +2038,24 @@ s_on_request (void *cls, struct MHD_Connection *con, const char *url,
         req->con = con;
         req->start_us = s_now_us ();
         req->conn = s_conn_of (con);
-        if (req->conn)
+        if (req->conn) {
+            atomic_store (&req->conn->body_since, dq_mono_ms ());
+            atomic_store (&req->conn->body_bytes, 0);
+            atomic_store (&req->conn->reading, true);
             atomic_store (&req->conn->busy, true);
+        }
         *con_cls = req;
         return s_begin (self, req, url, method);
     }
     if (req->state == S_REQ_ANSWERED)
         return s_finish (req);
-    if (*upload_data_size)
+    if (*upload_data_size) {
+        if (req->conn)
+            atomic_fetch_add (&req->conn->body_bytes, *upload_data_size);
         return s_on_body (req, upload_data, upload_data_size);
+    }
+    if (req->conn)
+        atomic_store (&req->conn->reading, false);    //  the whole body is in
     if (req->state == S_REQ_READING)
         return s_dispatch (req);
     return MHD_YES;
@@ -2095,6 +2110,9 @@ s_on_connection (void *cls, struct MHD_Connection *con, void **socket_context,
         c->fd = ci? ci->connect_fd: -1;
         atomic_init (&c->busy, false);
         atomic_init (&c->since, dq_mono_ms ());
+        atomic_init (&c->reading, false);
+        atomic_init (&c->body_since, 0);
+        atomic_init (&c->body_bytes, 0);
         pthread_mutex_lock (&self->conns_lock);
         c->next = self->conns;
         if (self->conns)
@@ -2124,7 +2142,9 @@ s_on_connection (void *cls, struct MHD_Connection *con, void **socket_context,
 }
 
 //  Cut connections whose next request head is not complete within the
-//  idle timeout (slow clients trickling bytes are never idle to MHD).
+//  idle timeout, or whose body comes slower than S_BODY_MIN_RATE once that
+//  timeout has passed (slow clients trickling bytes are never idle to MHD).
+//  A request held for the broker or for ?wait is not reading.
 static void
 s_reap (dq_gateway_t *self)
 {
@@ -2132,9 +2152,18 @@ s_reap (dq_gateway_t *self)
     uint64_t limit = (uint64_t) self->cfg.idle_timeout * 1000;
     pthread_mutex_lock (&self->conns_lock);
     for (s_conn_t *c = self->conns; c; c = c->next) {
-        if (c->cut || c->fd < 0 || atomic_load (&c->busy))
+        if (c->cut || c->fd < 0)
             continue;
-        if (now - atomic_load (&c->since) > limit) {
+        bool slow;
+        if (!atomic_load (&c->busy))
+            slow = now - atomic_load (&c->since) > limit;
+        else
+        if (atomic_load (&c->reading))
+            slow = now - atomic_load (&c->body_since)
+                 > limit + atomic_load (&c->body_bytes) * 1000 / S_BODY_MIN_RATE;
+        else
+            slow = false;
+        if (slow) {
             shutdown (c->fd, SHUT_RDWR);
             c->cut = true;
             atomic_fetch_add (&self->metrics.slow_cut, 1);

@@ -1062,6 +1062,46 @@ class GatewayTest(GatewayTestBase):
             idle.settimeout(h.deadline(30))
             self.assertEqual(idle.recv(10), b"")
             idle.close()
+            # A body trickled a byte at a time is never idle either: cut once
+            # the idle timeout has passed and it averages under 1 KiB/s.
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.settimeout(0.2)
+            s.sendall(b"POST /v1/jobs/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n")
+            started, sent, closed = time.monotonic(), 0, False
+            while sent < 1000 and time.monotonic() - started < h.deadline(30):
+                try:
+                    s.send(b"b")
+                    sent += 1
+                    closed = s.recv(4096) == b""
+                except socket.timeout:
+                    continue
+                except OSError:
+                    closed = True
+                if closed:
+                    break
+            self.assertTrue(closed, "a trickled body was never cut (%d bytes sent)" % sent)
+            self.assertLess(sent, 1000)
+            self.assertGreaterEqual(time.monotonic() - started, 1.5)
+            s.close()
+            # A slow body that keeps a fair rate (4 KiB each half second, far
+            # over 1 KiB/s) is read to its end however long it takes.
+            s = socket.create_connection(("127.0.0.1", g.port))
+            s.settimeout(h.deadline(30))
+            body = b"s" * (4096 * 10)
+            s.sendall(b"POST /v1/jobs/echo?wait=60 HTTP/1.1\r\nHost: x\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body))
+            for i in range(0, len(body), 4096):
+                s.sendall(body[i:i + 4096])
+                time.sleep(0.5)
+            reply = b""
+            while not reply.endswith(body):
+                data = s.recv(65536)
+                if not data:
+                    break
+                reply += data
+            self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply[:200])
+            self.assertTrue(reply.endswith(body), len(reply))
+            s.close()
             # Content-Length over --max-body: 413 at once, body never read.
             s = socket.create_connection(("127.0.0.1", g.port))
             s.settimeout(h.deadline(30))
