@@ -1,6 +1,6 @@
 # shellcheck shell=bash
-# bench/bench_lib.sh - shared by run_core.sh, run_dag.sh, run_store.sh and
-# run_beanstalkd.sh. Sourced, not run. The caller sets NAME (for messages) and may set
+# bench/bench_lib.sh - shared by the bench/run_*.sh scripts. Sourced, not
+# run. The caller sets NAME (for messages) and may set
 # BUILD_DIR; it then calls bench_init, which installs the cleanup trap.
 #
 # Provides: building (Release, in BUILD_DIR), a log dir, starting brokers on
