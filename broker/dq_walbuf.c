@@ -105,8 +105,11 @@ s_write (sqlite3_file *file, const void *data, int n, sqlite3_int64 off)
     if (!self->buf)
         self->buf = sqlite3_malloc (S_BUF_MAX);
     if (!self->buf || n > S_WRITE_MAX) {
+        //  Not gathered: what is, goes first, so a commit's write still
+        //  writes the whole commit.
+        rc = s_flush (self);
         self->commit_next = false;
-        return self->real->pMethods->xWrite (self->real, data, n, off);
+        return rc != SQLITE_OK? rc: self->real->pMethods->xWrite (self->real, data, n, off);
     }
     if (!self->len)
         self->off = off;

@@ -4,6 +4,7 @@
     beyond opening the client.
 */
 #include "dq_cli.h"
+#include "dq_util.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -106,28 +107,20 @@ int
 dq_cli_parse_seconds (const char *cmd, const char *what, const char *s,
                       double min, double max, uint64_t *out_ms)
 {
-    //  Digits, optionally a '.' and more digits: no signs, exponents,
-    //  spaces, "inf" or hex, which strtod would take.
-    size_t int_digits = strspn (s, "0123456789");
-    const char *p = s + int_digits;
-    size_t frac_digits = 0;
-    if (*p == '.') {
-        frac_digits = strspn (p + 1, "0123456789");
-        p += 1 + frac_digits;
-    }
+    //  dq_parse_seconds_ms takes plain decimals only (no sign, exponent,
+    //  space, "inf" or hex) up to max; min and the rounding are the CLI's.
+    uint64_t ms = 0;
     double v = 0;
-    bool ok = *p == 0 && (int_digits || frac_digits);
+    bool ok = dq_parse_seconds_ms (s, max, &ms) == 0;
     if (ok) {
-        errno = 0;
         v = strtod (s, NULL);
-        ok = errno == 0 && v >= min && v <= max;
+        ok = v >= min;
     }
     if (!ok) {
         dq_cli_usage (cmd, "%s must be a number of seconds from %g to %.0f, not '%s'",
                       what, min, max, s);
         return -1;
     }
-    uint64_t ms = (uint64_t) (v * 1000.0 + 0.5);
     if (v > 0 && ms == 0)
         ms = 1;
     *out_ms = ms;

@@ -128,9 +128,9 @@ typedef struct _s_conn_t s_conn_t;
 struct _s_conn_t {
     int fd;
     atomic_bool busy;                //  a request head is complete
-    atomic_uint_fast64_t since;      //  monotonic ms: opened or last request done
-    atomic_bool reading;             //  its body is arriving (since busy)
-    atomic_uint_fast64_t body_since; //  monotonic ms: head complete
+    atomic_uint_fast64_t since;      //  monotonic ms: opened or last request
+                                     //  done; while busy, head complete
+    atomic_bool reading;             //  its body is arriving (while busy)
     atomic_uint_fast64_t body_bytes; //  of the body so far
     bool cut;                        //  shut down by s_reap
     s_conn_t *prev, *next;           //  in dq_gateway_t.conns
@@ -2062,7 +2062,7 @@ s_on_request (void *cls, struct MHD_Connection *con, const char *url,
         req->start_us = s_now_us ();
         req->conn = s_conn_of (con);
         if (req->conn) {
-            atomic_store (&req->conn->body_since, dq_mono_ms ());
+            atomic_store (&req->conn->since, dq_mono_ms ());
             atomic_store (&req->conn->body_bytes, 0);
             atomic_store (&req->conn->reading, true);
             atomic_store (&req->conn->busy, true);
@@ -2134,7 +2134,6 @@ s_on_connection (void *cls, struct MHD_Connection *con, void **socket_context,
         atomic_init (&c->busy, false);
         atomic_init (&c->since, dq_mono_ms ());
         atomic_init (&c->reading, false);
-        atomic_init (&c->body_since, 0);
         atomic_init (&c->body_bytes, 0);
         pthread_mutex_lock (&self->conns_lock);
         c->next = self->conns;
@@ -2182,7 +2181,7 @@ s_reap (dq_gateway_t *self)
             slow = now - atomic_load (&c->since) > limit;
         else
         if (atomic_load (&c->reading))
-            slow = now - atomic_load (&c->body_since)
+            slow = now - atomic_load (&c->since)
                  > limit + atomic_load (&c->body_bytes) * 1000 / S_BODY_MIN_RATE;
         else
             slow = false;
