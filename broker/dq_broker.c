@@ -1806,11 +1806,15 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
                      "after --result-ttl)", msg->id);
         return;
     }
-    //  A summary lists no jobs: the loops below see none.
-    uint32_t listed = msg->summary? 0: dag->njobs;
+    //  One page of the job list: [first, end) in submission order, so one
+    //  request costs the loop at most DQ_PROTO_DAG_JOBS_MAX jobs. A summary
+    //  lists none.
+    uint32_t limit = msg->limit? msg->limit: DQ_PROTO_DAG_JOBS_MAX;
+    uint32_t first = msg->summary || msg->offset > dag->njobs? dag->njobs: msg->offset;
+    uint32_t end = dag->njobs - first > limit? first + limit: dag->njobs;
     uint32_t n = 0;
     size_t nparents = 0;
-    for (uint32_t i = 0; i < listed; i++) {
+    for (uint32_t i = first; i < end; i++) {
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
         if (job) {
             n++;
@@ -1825,7 +1829,7 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     assert (infos && bufs && pids && pstates && pbuf);
     size_t at = 0;
     uint32_t k = 0;
-    for (uint32_t i = 0; i < listed; i++) {
+    for (uint32_t i = first; i < end; i++) {
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
         if (!job)
             continue;
@@ -1854,6 +1858,8 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     reply.dag = &di;
     reply.infos = infos;
     reply.ninfos = n;
+    reply.next_offset = end < dag->njobs? end: 0;
+    reply.next_offset = end < dag->njobs? end: 0;
     s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
     free (pbuf);
     free (pstates);

@@ -662,16 +662,22 @@ dq_client_stats (dq_client_t *self, dq_msg_t **reply)
 }
 
 static int
-s_dag (dq_client_t *self, const char *id, bool summary, dq_msg_t **reply)
+s_dag (dq_client_t *self, const char *id, bool summary, uint32_t offset,
+       uint32_t limit, dq_msg_t **reply)
 {
     *reply = NULL;
     int rc = s_check_id (self, id);
     if (rc)
         return rc;
+    if (limit > DQ_PROTO_DAG_JOBS_MAX)
+        return s_fail (self, DQ_ERR_TOO_BIG, "a DAG page is at most %u jobs, not %u",
+                       DQ_PROTO_DAG_JOBS_MAX, limit);
     dq_msg_t req;
     dq_msg_init (&req, DQ_CMD_DAG);
     req.id = id;
     req.summary = summary;
+    req.offset = offset;
+    req.limit = limit;
     rc = s_call (self, &req, DQ_CMD_DAG_INFO, self->timeout_ms, reply);
     if (rc == DQ_OK && !(*reply)->dag) {
         rc = s_fail (self, DQ_ERR_PROTOCOL, "DAG_INFO reply without 'dag'");
@@ -683,13 +689,39 @@ s_dag (dq_client_t *self, const char *id, bool summary, dq_msg_t **reply)
 int
 dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply)
 {
-    return s_dag (self, id, false, reply);
+    //  Page by page (the broker lists at most DQ_PROTO_DAG_JOBS_MAX jobs a
+    //  reply), gathered into the first page's reply. A page must move on,
+    //  so a broker that answers otherwise cannot loop us.
+    int rc = s_dag (self, id, false, 0, 0, reply);
+    while (rc == DQ_OK && (*reply)->next_offset) {
+        uint32_t at = (*reply)->next_offset;
+        dq_msg_t *page;
+        rc = s_dag (self, id, false, at, 0, &page);
+        if (rc == DQ_OK && page->next_offset && page->next_offset <= at) {
+            uint32_t back = page->next_offset;
+            dq_msg_destroy (&page);
+            rc = s_fail (self, DQ_ERR_PROTOCOL, "DAG_INFO page at %u points back to %u",
+                         at, back);
+        }
+        if (rc == DQ_OK && dq_msg_append_infos (*reply, &page))
+            rc = s_fail (self, DQ_ERR_INTERNAL, "out of memory gathering DAG pages");
+        if (rc != DQ_OK)
+            dq_msg_destroy (reply);
+    }
+    return rc;
+}
+
+int
+dq_client_dag_page (dq_client_t *self, const char *id, uint32_t offset, uint32_t limit,
+                    dq_msg_t **reply)
+{
+    return s_dag (self, id, false, offset, limit, reply);
 }
 
 int
 dq_client_dag_summary (dq_client_t *self, const char *id, dq_msg_t **reply)
 {
-    return s_dag (self, id, true, reply);
+    return s_dag (self, id, true, 0, 0, reply);
 }
 
 //  Sleep ms, not reading the socket (nothing is due on it between calls).

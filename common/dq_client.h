@@ -94,9 +94,17 @@ int
 int
     dq_client_stats (dq_client_t *self, dq_msg_t **reply);
 
-//  DAG: *reply is DAG_INFO.
+//  DAG: *reply is DAG_INFO with every job of the DAG, gathered from as
+//  many pages as it takes (one request per DQ_PROTO_DAG_JOBS_MAX jobs).
 int
     dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply);
+
+//  DAG, one page: *reply is DAG_INFO with the jobs from offset (submission
+//  order), at most limit of them (1 to DQ_PROTO_DAG_JOBS_MAX; 0 = that
+//  many); (*reply)->next_offset is where the next page starts, 0 if none.
+int
+    dq_client_dag_page (dq_client_t *self, const char *id, uint32_t offset,
+                        uint32_t limit, dq_msg_t **reply);
 
 //  DAG with summary: *reply is DAG_INFO with the counts and no job list.
 int

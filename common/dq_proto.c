@@ -454,6 +454,9 @@ s_emit_msg (s_w_t *w, const void *item)
                m->nresults);
     s_w_bool (w, "batch", m->batch);
     s_w_bool (w, "summary", m->summary);
+    s_w_u64 (w, "offset", m->offset);
+    s_w_u64 (w, "limit", m->limit);
+    s_w_u64 (w, "next_offset", m->next_offset);
     s_w_u64 (w, "code", m->code);
     s_w_str (w, "message", m->message);
     s_w_u64 (w, "retry_ms", m->retry_ms);
@@ -788,6 +791,8 @@ typedef struct {
     zmq_msg_t frame;            //  the body, when received from a socket
     bool have_frame;
     void *copy;                 //  the body, when decoded from a buffer
+    dq_jobinfo_t *infos;        //  with appended pages: every page's infos
+    dq_msg_t *pages;            //  the appended pages (their priv_ chains on)
 } s_priv_t;
 
 //  What a value is, as msgpack-c would type it: non-negative integers are
@@ -1416,6 +1421,9 @@ s_msg_field (s_dec_t *d, const s_val_t *k, const s_val_t *v, void *out)
                                s_result_field, (void **) &m->results, &m->nresults);
     if (KEY ("batch"))        return s_get_bool (d, v, "batch", &m->batch);
     if (KEY ("summary"))      return s_get_bool (d, v, "summary", &m->summary);
+    if (KEY ("offset"))       return s_get_u32 (d, v, "offset", &m->offset);
+    if (KEY ("limit"))        return s_get_u32 (d, v, "limit", &m->limit);
+    if (KEY ("next_offset"))  return s_get_u32 (d, v, "next_offset", &m->next_offset);
     if (KEY ("code"))         return s_get_u32 (d, v, "code", &m->code);
     if (KEY ("message"))      return s_get_str (d, v, "message", DQ_PROTO_STR_MAX, &m->message);
     if (KEY ("retry_ms"))     return s_get_u32 (d, v, "retry_ms", &m->retry_ms);
@@ -1513,7 +1521,15 @@ s_check (s_dec_t *d, dq_msg_t *m)
                 if (!m->results [i].id)
                     return s_fail (d, DQ_ERR_INVALID, "every DONE result needs 'id'%s", "");
             return 0;
-        case DQ_CMD_RESULT: case DQ_CMD_CANCEL: case DQ_CMD_DAG:
+        case DQ_CMD_DAG:
+            if (m->limit > DQ_PROTO_DAG_JOBS_MAX)
+                return s_fail (d, DQ_ERR_TOO_BIG, "%s: 'limit' is at most "
+                               S_STRINGIFY (DQ_PROTO_DAG_JOBS_MAX) " jobs a page, ask "
+                               "for the next with 'offset'", "DAG");
+            if (!m->id)
+                return s_fail (d, DQ_ERR_INVALID, "%s needs 'id'", "DAG");
+            return 0;
+        case DQ_CMD_RESULT: case DQ_CMD_CANCEL:
         case DQ_CMD_ABANDON:
             if (!m->id)
                 return s_fail (d, DQ_ERR_INVALID, "%s needs 'id'", dq_cmd_str (m->cmd));
@@ -1712,6 +1728,8 @@ dq_msg_destroy (dq_msg_t **self_p)
     dq_msg_t *self = *self_p;
     s_priv_t *priv = self->priv_;
     if (priv) {
+        free (priv->infos);
+        dq_msg_destroy (&priv->pages);
         s_arena_free (&priv->arena);
         if (priv->have_frame)
             zmq_msg_close (&priv->frame);
@@ -1720,6 +1738,35 @@ dq_msg_destroy (dq_msg_t **self_p)
     }
     free (self);
     *self_p = NULL;
+}
+
+int
+dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p)
+{
+    dq_msg_t *page = *page_p;
+    *page_p = NULL;
+    s_priv_t *priv = self->priv_;
+    s_priv_t *page_priv = page? page->priv_: NULL;
+    size_t n = (size_t) self->ninfos + (page? page->ninfos: 0);
+    dq_jobinfo_t *infos = priv && page_priv && n <= UINT32_MAX
+                        ? realloc (priv->infos, (n + 1) * sizeof *infos): NULL;
+    if (!infos) {
+        dq_msg_destroy (&page);
+        return -1;
+    }
+    //  The first append copies self's own list out of its arena.
+    if (!priv->infos && self->ninfos)
+        memcpy (infos, self->infos, self->ninfos * sizeof *infos);
+    if (page->ninfos)
+        memcpy (infos + self->ninfos, page->infos, page->ninfos * sizeof *infos);
+    priv->infos = infos;
+    self->infos = infos;
+    self->ninfos = (uint32_t) n;
+    self->next_offset = page->next_offset;
+    //  Newest first: page keeps the pages appended before it.
+    page_priv->pages = priv->pages;
+    priv->pages = page;
+    return 0;
 }
 
 //  Drain the rest of a multipart message we will not use.

@@ -52,6 +52,8 @@ extern "C" {
 #define DQ_PROTO_DEPS_MAX       4096                  //  deps of one job
 #define DQ_PROTO_STATUS_IDS_MAX 10000                 //  ids in one STATUS (one broker
                                                       //  turn: ~150 ms if all are on disk)
+#define DQ_PROTO_DAG_JOBS_MAX   10000                 //  jobs in one DAG_INFO page (a
+                                                      //  million-job DAG: 100 pages)
 #define DQ_PROTO_VALUES_MAX     (32u << 20)           //  msgpack values in one body
 #define DQ_PROTO_TYPES_MAX      256                   //  types one worker announces
 #define DQ_PROTO_HIST_BUCKETS   14
@@ -257,6 +259,10 @@ typedef struct {
     uint32_t nresults;
     bool batch;              //  READY: this worker takes batched JOBs
     bool summary;            //  DAG: the counts only, no job list
+    uint32_t offset;         //  DAG: first job listed (submission order)
+    uint32_t limit;          //  DAG: jobs listed, at most DQ_PROTO_DAG_JOBS_MAX;
+                             //  0 = that many
+    uint32_t next_offset;    //  DAG_INFO: offset of the next page; 0 = none
     uint32_t code;           //  ERROR: dq_err_t
     const char *message;     //  ERROR ABANDON: human-readable text
     uint32_t retry_ms;       //  ERROR (busy): retry hint
@@ -321,6 +327,14 @@ dq_msg_t *
 
 void
     dq_msg_destroy (dq_msg_t **self_p);
+
+//  Append the job list of *page_p (a decoded DAG_INFO) to self's (another),
+//  so one reply holds every page of a DAG: self takes *page_p over (its
+//  records stay where they are; dq_msg_destroy of self frees both) and
+//  gets page's next_offset. Returns 0, or -1 (out of memory, or self not a
+//  decoded message): self is unchanged and *page_p is destroyed.
+int
+    dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p);
 
 //  Send self on a ZeroMQ socket (DEALER, or ROUTER with routing_id non-NULL).
 //  flags may include ZMQ_DONTWAIT. Returns 0, or -1 with errno set (EAGAIN,

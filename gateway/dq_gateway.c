@@ -962,6 +962,51 @@ s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value
     return *req->bad? MHD_NO: MHD_YES;
 }
 
+//  GET /v1/dags/{id} options: jobs=false (the counts only, cheap to poll
+//  on a big DAG), and offset and limit for one page of the job list.
+//  Other parameters are ignored, as on every GET route.
+#define S_DAG_OFFSET_SEEN 2u
+
+static enum MHD_Result
+s_on_dag_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void) kind;
+    s_req_t *req = cls;
+    static const char *const known [] = { "jobs", "offset", "limit" };
+    unsigned i = 0;
+    while (i < 3 && strcmp (key, known [i]))
+        i++;
+    if (i == 3)
+        return MHD_YES;
+    uint64_t v = 0;
+    if (req->options_seen & (1u << i))
+        s_bad (req, "query parameter '%s' given more than once", key);
+    else
+    if (!value || !*value)
+        s_bad (req, "query parameter '%s' needs a value", key);
+    else
+    if (i == 0) {
+        if (strcmp (value, "true") && strcmp (value, "false"))
+            s_bad (req, "jobs must be true or false, not '%.64s'", value);
+        req->op.summary = !strcmp (value, "false");
+    }
+    else
+    if (i == 1) {
+        if (dq_parse_u64 (value, 0, UINT32_MAX, &v))
+            s_bad (req, "offset must be an integer in [0, %u], not '%.64s'",
+                   UINT32_MAX, value);
+        req->op.offset = (uint32_t) v;
+    }
+    else {
+        if (dq_parse_u64 (value, 1, DQ_PROTO_DAG_JOBS_MAX, &v))
+            s_bad (req, "limit must be an integer in [1, %u] (jobs a page), not '%.64s'",
+                   DQ_PROTO_DAG_JOBS_MAX, value);
+        req->op.limit = (uint32_t) v;
+    }
+    req->options_seen |= 1u << i;
+    return *req->bad? MHD_NO: MHD_YES;
+}
+
 //  Read the options of a single-job submission (before its body).
 static void
 s_parse_submit (s_req_t *req)
@@ -1407,6 +1452,11 @@ s_dag_response (const dq_msg_t *reply, bool summary)
             json_decref (job);
         }
         s_buf_add (&b, "]", 1);
+        char next [40] = "null";
+        if (reply->next_offset)
+            snprintf (next, sizeof next, "%u", reply->next_offset);
+        s_buf_str (&b, ",\"next_offset\":");
+        s_buf_str (&b, next);
     }
     s_buf_add (&b, "}", 1);
     if (rc) {
@@ -2018,13 +2068,13 @@ s_dispatch (s_req_t *req)
                 return s_error (req, 404, "not_found", "'%s' is not a DAG id", req->arg);
             req->op.id = req->arg;
             if (req->action == A_DAG_GET) {
-                //  ?jobs=false: the counts only, cheap to poll on a big DAG.
-                const char *jobs = MHD_lookup_connection_value (req->con,
-                                       MHD_GET_ARGUMENT_KIND, "jobs");
-                if (jobs && strcmp (jobs, "true") && strcmp (jobs, "false"))
-                    return s_error (req, 400, "invalid",
-                                    "jobs must be true or false, not '%.64s'", jobs);
-                req->op.summary = jobs && !strcmp (jobs, "false");
+                MHD_get_connection_values (req->con, MHD_GET_ARGUMENT_KIND,
+                                           s_on_dag_arg, req);
+                if (*req->bad)
+                    return s_error (req, 400, "invalid", "%s", req->bad);
+                //  An offset alone asks for one page from there.
+                if ((req->options_seen & S_DAG_OFFSET_SEEN) && !req->op.limit)
+                    req->op.limit = DQ_PROTO_DAG_JOBS_MAX;
             }
             return s_hold (req, req->action == A_DAG_GET? DQ_GWOP_DAG: DQ_GWOP_CANCEL);
         case A_STATS:

@@ -452,6 +452,8 @@ s_send_call (dq_gwlink_t *self, s_call_t *call)
                     dq_msg_init (&msg, DQ_CMD_DAG);
                     msg.id = op->id;
                     msg.summary = op->summary;
+                    msg.offset = op->offset;
+                    msg.limit = op->limit;
                     break;
                 default:
                     s_call_fail (self, call, DQ_ERR_INTERNAL, 0, "unknown operation");
@@ -653,11 +655,39 @@ s_expected (const dq_gwop_t *op)
     return DQ_CMD_NONE;
 }
 
+//  A DAG's whole job list: the broker answers a page at a time, so ask
+//  for the next until none is left, gathering them into the first reply.
+static void
+s_on_dag_page (dq_gwlink_t *self, dq_gwop_t *op, dq_msg_t *msg)
+{
+    if (msg->next_offset && msg->next_offset <= op->offset) {
+        s_op_fail (op, DQ_ERR_PROTOCOL, 0, "DAG_INFO page at %u points back to %u",
+                   op->offset, msg->next_offset);
+        dq_msg_destroy (&msg);
+        return;
+    }
+    if (!op->reply)
+        op->reply = msg;
+    else
+    if (dq_msg_append_infos (op->reply, &msg)) {
+        s_op_fail (op, DQ_ERR_INTERNAL, 0, "out of memory gathering a DAG's jobs");
+        return;
+    }
+    if (op->reply->next_offset) {
+        op->offset = op->reply->next_offset;
+        s_call_op (self, op, S_CALL_OP);
+        return;
+    }
+    op->err = DQ_OK;
+    s_op_done (op);
+}
+
 static void
 s_on_op_reply (dq_gwlink_t *self, s_call_t *call, dq_msg_t *msg)
 {
     dq_gwop_t *op = call->ops [0];
     if (msg->cmd == DQ_CMD_ERROR) {
+        dq_msg_destroy (&op->reply);     //  pages gathered before it
         op->reply = msg;
         s_op_fail (op, (int) msg->code, msg->retry_ms, "%s",
                    msg->message? msg->message: dq_err_str ((int) msg->code));
@@ -676,6 +706,10 @@ s_on_op_reply (dq_gwlink_t *self, s_call_t *call, dq_msg_t *msg)
         else
             s_job_accepted (self, op, msg->ids [0]);
         dq_msg_destroy (&msg);
+        return;
+    }
+    if (op->kind == DQ_GWOP_DAG && !op->limit && !op->summary) {
+        s_on_dag_page (self, op, msg);
         return;
     }
     op->err = DQ_OK;

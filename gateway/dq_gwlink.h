@@ -77,6 +77,8 @@ struct _dq_gwop_t {
     const char *key;            //  SUBMIT: submission key, NULL = generated
     const char *id;             //  STATUS RESULT CANCEL DAG
     bool summary;               //  DAG: the counts only, no job list
+    uint32_t offset, limit;     //  DAG: one page of the job list; limit 0 =
+                                //  every job, gathered page by page
     uint32_t wait_ms;           //  JOB: hold until terminal, up to this long
     uint32_t timeout_ms;        //  broker answer deadline; 0 = link default
     dq_gwop_done_fn *done;

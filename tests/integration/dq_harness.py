@@ -567,8 +567,9 @@ class DqClient:
     def stats(self, timeout=30):
         return self.request("STATS", {}, timeout)[1]
 
-    def dag(self, did, timeout=30):
-        return self.request("DAG", {"id": did}, timeout)[1]
+    def dag(self, did, timeout=30, **page):
+        """DAG_INFO of one page (offset=, limit=, summary= as on the wire)."""
+        return self.request("DAG", dict(page, id=did), timeout)[1]
 
     def status_many(self, ids, chunk=2000, timeout=60):
         """STATUS of any number of ids, pipelined in chunks; infos in order."""

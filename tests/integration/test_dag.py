@@ -284,6 +284,52 @@ class DagTest(unittest.TestCase):
             self.assertTrue(all(h.state_name(i["state"]) == "succeeded" for i in infos), infos)
 
     # ------------------------------------------------------------------
+    def test_large_dag_listed_in_pages(self):
+        # The broker lists a DAG's jobs 10,000 at a time (one DAG_INFO
+        # page); the CLI gathers every page. Nobody runs 'nobody.runs', so
+        # the jobs stay put while they are listed.
+        n = 25000
+        with h.Cluster(name="dagpages") as c:
+            jobs = [{"id": "p%d" % i, "type": "nobody.runs"} for i in range(n)]
+            for i in range(1, n, 5):
+                jobs[i]["depends_on"] = ["p%d" % (i - 1)]
+            dag_id, ids = submit_dag(c, {"name": "paged", "jobs": jobs})
+            order = [ids["p%d" % i] for i in range(n)]
+            cl = c.client()
+            first = cl.dag(dag_id)
+            self.assertEqual(first["dag"]["total"], n)
+            self.assertEqual([j["id"] for j in first["infos"]], order[:10000])
+            self.assertEqual(first.get("next_offset"), 10000)
+            last = cl.dag(dag_id, offset=20000)
+            self.assertEqual([j["id"] for j in last["infos"]], order[20000:])
+            self.assertNotIn("next_offset", last)
+            mid = cl.dag(dag_id, offset=9990, limit=20)
+            self.assertEqual([j["id"] for j in mid["infos"]], order[9990:10010])
+            self.assertEqual(mid.get("next_offset"), 10010)
+            self.assertEqual(cl.dag(dag_id, offset=n + 5, limit=3).get("infos", []), [])
+            self.assertNotIn("infos", cl.dag(dag_id, summary=True))
+            with self.assertRaises(h.DqError) as e:
+                cl.dag(dag_id, limit=10001)
+            self.assertEqual(e.exception.name, "too_big", e.exception)
+            self.assertIn("offset", e.exception.message)
+            # The CLI: every job once, in submission order, with its parents.
+            out = c.cli_json("dag", dag_id)
+            listed = out["jobs"]
+            self.assertEqual([j["id"] for j in listed], order)
+            self.assertEqual([p["id"] for p in listed[6]["parents"]], [order[5]], listed[6])
+            self.assertEqual(out["dag"]["total"], n)
+            r = c.cli("dag", dag_id, "--dot")
+            self.assertEqual(r.rc, 0, r)
+            self.assertEqual(r.stdout.count("->"), len(range(1, n, 5)))
+            # Cancelling the DAG reaches every page: the jobs with a parent
+            # are skipped by their parent's cancel, the rest cancelled.
+            children = len(range(1, n, 5))
+            r = c.cli("cancel", dag_id, "--json")
+            self.assertEqual((r.rc, r.json().get("cancelled")), (0, n - children), r)
+            d = cl.dag(dag_id, summary=True)["dag"]
+            self.assertEqual((d["cancelled"], d["skipped"]), (n - children, children), d)
+
+    # ------------------------------------------------------------------
     def test_invalid_documents_rejected(self):
         with h.Cluster(name="dagbad", memory=True) as c:
             c.start_worker(name="v1", concurrency=1)

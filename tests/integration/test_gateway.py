@@ -677,6 +677,33 @@ class GatewayTest(GatewayTestBase):
             self.assertEqual({j["state"] for j in d["jobs"]} - {"cancelled", "skipped"}, set(), d)
             self.assertEqual(g.get("/v1/dags/zz-d1").status, 404)
             self.assertEqual(g.get("/v1/dags/" + body["jobs"]["top"]).status, 404)
+            # A DAG over one broker page (10,000 jobs): the whole list by
+            # default, one page with offset and limit. Nobody runs its jobs.
+            n = 25000
+            big = {"name": "big", "jobs": [{"id": "b%d" % i, "type": "nobody.runs"}
+                                           for i in range(n)]}
+            r = g.post("/v1/dags", json.dumps(big).encode())
+            self.assertEqual(r.status, 202, r)
+            bdid, bids = r.json()["dag_id"], r.json()["jobs"]
+            order = [bids["b%d" % i] for i in range(n)]
+            d = g.get("/v1/dags/" + bdid).json()
+            self.assertEqual([j["id"] for j in d["jobs"]], order)
+            self.assertIsNone(d["next_offset"])
+            d = g.get("/v1/dags/%s?offset=9995&limit=10" % bdid).json()
+            self.assertEqual([j["id"] for j in d["jobs"]], order[9995:10005])
+            self.assertEqual((d["next_offset"], d["dag"]["total"]), (10005, n))
+            d = g.get("/v1/dags/%s?offset=20000" % bdid).json()
+            self.assertEqual([j["id"] for j in d["jobs"]], order[20000:])
+            self.assertIsNone(d["next_offset"])
+            self.assertEqual(g.get("/v1/dags/%s?offset=%d" % (bdid, n)).json()["jobs"], [])
+            for q, word in (("limit=0", "limit"), ("limit=10001", "limit"),
+                            ("offset=-1", "offset"), ("offset=x", "offset"),
+                            ("offset=1&offset=2", "more than once"), ("limit=", "value")):
+                r = g.get("/v1/dags/%s?%s" % (bdid, q))
+                self.assertEqual(r.status, 400, (q, r))
+                self.assertIn(word, r.json()["error"]["message"], q)
+            r = g.request("DELETE", "/v1/dags/" + bdid)
+            self.assertEqual((r.status, r.json()["cancelled"]), (200, n), r)
 
     # ------------------------------------------------------------------
     def test_routes_and_errors(self):

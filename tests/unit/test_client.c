@@ -5,7 +5,8 @@
     every call, ERROR replies (code, message, retry_ms), stale and
     malformed replies dropped, re-sending with the same rid and key, the
     timeout message, generated and given idempotency keys, wait (success,
-    timeout, chunks of at most 10,000 ids, errors), pipelining with replies
+    timeout, chunks of at most 10,000 ids, errors), DAG pages gathered (and
+    a broker whose pages point back refused), pipelining with replies
     out of order, CURVE, bad endpoints and bad arguments.
 
     Timing: no test depends on speed; deadlines are generous and only lower
@@ -307,6 +308,24 @@ s_fn_normal (fake_t *fake, const void *peer, size_t peer_size, dq_msg_t *req)
                                  .total = 4, .succeeded = 1 };
             if (fake->mode != 5)
                 rep.dag = &dag;
+            //  Modes 6 and 7: a 25-job DAG in pages of 10 (7: the third
+            //  page points back to the first).
+            char ids [25][16];
+            dq_jobinfo_t infos [25];
+            if (fake->mode == 6 || fake->mode == 7) {
+                dag.total = 25;
+                uint32_t from = req->offset < 25? req->offset: 25;
+                uint32_t to = 25 - from > 10? from + 10: 25;
+                for (uint32_t i = from; i < to; i++) {
+                    snprintf (ids [i], sizeof ids [i], "b7f3a-%u", i + 1);
+                    infos [i] = (dq_jobinfo_t) { .id = ids [i], .state = 3 };
+                }
+                rep.infos = infos + from;
+                rep.ninfos = to - from;
+                rep.next_offset = to < 25? to: 0;
+                if (fake->mode == 7 && from == 20)
+                    rep.next_offset = 10;
+            }
             s_reply (fake, peer, peer_size, &rep);
             break;
         }
@@ -859,11 +878,51 @@ test_client_dag_without_dag_field (void **state)
     s_fake_destroy (&fake);
 }
 
+//  dq_client_dag gathers every page in order; dq_client_dag_page gives
+//  one; a broker whose pages point back is a protocol error, not a loop.
+static void
+test_client_dag_pages (void **state)
+{
+    (void) state;
+    fake_t *fake = s_fake_new (s_fn_normal, 6, NULL);
+    dq_client_t *client = dq_client_new (fake->endpoint);
+    dq_msg_t *reply;
+    assert_int_equal (dq_client_dag (client, "b7f3a-d1", &reply), DQ_OK);
+    assert_int_equal (reply->ninfos, 25);
+    assert_int_equal (reply->next_offset, 0);
+    assert_int_equal (reply->dag->total, 25);
+    for (uint32_t i = 0; i < 25; i++) {
+        char id [16];
+        snprintf (id, sizeof id, "b7f3a-%u", i + 1);
+        assert_string_equal (reply->infos [i].id, id);
+    }
+    dq_msg_destroy (&reply);
+    assert_int_equal (dq_client_dag_page (client, "b7f3a-d1", 10, 5, &reply), DQ_OK);
+    assert_int_equal (reply->ninfos, 10);    //  the fake ignores limit
+    assert_string_equal (reply->infos [0].id, "b7f3a-11");
+    assert_int_equal (reply->next_offset, 20);
+    dq_msg_destroy (&reply);
+    assert_int_equal (dq_client_dag_page (client, "b7f3a-d1", 0, DQ_PROTO_DAG_JOBS_MAX + 1,
+                                          &reply), DQ_ERR_TOO_BIG);
+    assert_null (reply);
+    dq_client_destroy (&client);
+    s_fake_destroy (&fake);
+
+    fake = s_fake_new (s_fn_normal, 7, NULL);
+    client = dq_client_new (fake->endpoint);
+    assert_int_equal (dq_client_dag (client, "b7f3a-d1", &reply), DQ_ERR_PROTOCOL);
+    assert_null (reply);
+    assert_non_null (strstr (dq_client_error (client), "points back"));
+    dq_client_destroy (&client);
+    s_fake_destroy (&fake);
+}
+
 int
 main (void)
 {
     const struct CMUnitTest tests [] = {
         cmocka_unit_test (test_client_bad_arguments),
+        cmocka_unit_test (test_client_dag_pages),
         cmocka_unit_test (test_client_round_trips),
         cmocka_unit_test (test_client_error_replies),
         cmocka_unit_test (test_client_drops_stale_and_malformed),

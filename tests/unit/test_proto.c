@@ -2439,6 +2439,89 @@ test_proto_dag_summary (void **state)
     dq_msg_destroy (&out);
 }
 
+//  DAG pages: offset and limit travel, a limit over DQ_PROTO_DAG_JOBS_MAX
+//  is refused as too big, and DAG_INFO carries where the next page starts.
+static void
+test_proto_dag_pages (void **state)
+{
+    (void) state;
+    dq_msg_t in;
+    dq_msg_init (&in, DQ_CMD_DAG);
+    in.id = "b1-d3";
+    in.offset = 20000;
+    in.limit = DQ_PROTO_DAG_JOBS_MAX;
+    dq_msg_t *out = s_roundtrip (&in);
+    assert_int_equal (out->offset, 20000);
+    assert_int_equal (out->limit, DQ_PROTO_DAG_JOBS_MAX);
+    dq_msg_destroy (&out);
+    in.limit = DQ_PROTO_DAG_JOBS_MAX + 1;
+    void *body = NULL;
+    size_t size = 0;
+    assert_int_equal (dq_msg_encode (&in, &body, &size), 0);
+    s_expect_fail (DQ_CMD_DAG, body, size, DQ_ERR_TOO_BIG);
+    free (body);
+
+    dq_daginfo_t dag = { .id = "b1-d3", .total = 5 };
+    dq_jobinfo_t infos [3] = { { .id = "b1-4" }, { .id = "b1-5" }, { .id = "b1-6" } };
+    dq_msg_init (&in, DQ_CMD_DAG_INFO);
+    in.dag = &dag;
+    in.infos = infos;
+    in.ninfos = 2;
+    in.next_offset = 2;
+    out = s_roundtrip (&in);
+    assert_int_equal (out->next_offset, 2);
+    assert_int_equal (out->ninfos, 2);
+    dq_msg_destroy (&out);
+}
+
+//  dq_msg_append_infos gathers DAG_INFO pages into the first: every job in
+//  order, the last page's next_offset, and one destroy frees them all
+//  (the sanitizer build checks that).
+static void
+test_proto_dag_append_pages (void **state)
+{
+    (void) state;
+    dq_daginfo_t dag = { .id = "b1-d3", .total = 5 };
+    dq_jobinfo_t infos [5] = { { .id = "b1-4" }, { .id = "b1-5" }, { .id = "b1-6" },
+                               { .id = "b1-7" }, { .id = "b1-8" } };
+    dq_msg_t in;
+    dq_msg_init (&in, DQ_CMD_DAG_INFO);
+    in.dag = &dag;
+    in.infos = infos;
+    in.ninfos = 2;
+    in.next_offset = 2;
+    dq_msg_t *all = s_roundtrip (&in);
+    in.infos = infos + 2;
+    in.next_offset = 4;
+    dq_msg_t *page = s_roundtrip (&in);
+    assert_int_equal (dq_msg_append_infos (all, &page), 0);
+    assert_null (page);
+    assert_int_equal (all->next_offset, 4);
+    in.infos = infos + 4;
+    in.ninfos = 1;
+    in.next_offset = 0;
+    page = s_roundtrip (&in);
+    assert_int_equal (dq_msg_append_infos (all, &page), 0);
+    //  An empty page changes nothing but next_offset.
+    in.ninfos = 0;
+    page = s_roundtrip (&in);
+    assert_int_equal (dq_msg_append_infos (all, &page), 0);
+    assert_int_equal (all->ninfos, 5);
+    assert_int_equal (all->next_offset, 0);
+    for (int i = 0; i < 5; i++)
+        assert_string_equal (all->infos [i].id, infos [i].id);
+    s_str_eq (all->dag->id, "b1-d3");
+    //  Only decoded messages gather: the page is destroyed either way.
+    dq_msg_t *encoded = calloc (1, sizeof *encoded);
+    assert_non_null (encoded);
+    dq_msg_init (encoded, DQ_CMD_DAG_INFO);
+    page = s_roundtrip (&in);
+    assert_int_equal (dq_msg_append_infos (encoded, &page), -1);
+    assert_null (page);
+    free (encoded);
+    dq_msg_destroy (&all);
+}
+
 static void
 test_proto_batches (void **state)
 {
@@ -2604,6 +2687,8 @@ main (void)
         cmocka_unit_test (test_proto_socket_bad_frames),
         cmocka_unit_test (test_proto_batches),
         cmocka_unit_test (test_proto_dag_summary),
+        cmocka_unit_test (test_proto_dag_pages),
+        cmocka_unit_test (test_proto_dag_append_pages),
         cmocka_unit_test (test_proto_reader_encodings),
     };
     return cmocka_run_group_tests (tests, NULL, NULL);
