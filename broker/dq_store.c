@@ -92,7 +92,9 @@
     database of another program (no meta table but other tables, or meta.app
     other than 'dagq'), a format version other than 1 or 2, or a database that
     fails PRAGMA quick_check. The checks run on a read-only connection, so a
-    refused file is never modified.
+    refused file is never modified. quick_check reads the whole file, so it
+    is skipped when the file is as a clean close left it (the CLEAN marker,
+    see s_clean_take).
 
     Changing the format: bump DQ_STORE_FORMAT_VERSION and this comment, add
     an upgrade step from the previous version in s_schema_create (run inside
@@ -126,6 +128,7 @@
 #include <sqlite3.h>
 
 #define DQ_STORE_LOCK_FILE "LOCK"
+#define DQ_STORE_CLEAN_FILE "CLEAN"
 #define DQ_STORE_DIR_MODE 0750
 #define DQ_STORE_LOCK_MODE 0640
 #define DQ_STORE_APP "dagq"
@@ -284,6 +287,7 @@ struct _dq_store_t {
     int upgraded_from;           //  format version upgraded at open, 0 = none
     dq_store_sync_t sync;        //  as opened
     bool failed;                 //  a write or commit failed: fail-stop
+    bool opened;                 //  dq_store_open succeeded
     bool dirty;                  //  the open transaction wrote something
     char error [DQ_STORE_ERROR_MAX];  //  last error, "" if none
     //  The checkpointer: its own connection and thread, woken by the WAL
@@ -585,7 +589,7 @@ s_is_corrupt (int rc)
 //  Nothing here can write to the file (a hot rollback journal of a foreign
 //  database is reported, not rolled back).
 static int
-s_validate (const char *path, char *err, size_t err_size)
+s_validate (const char *path, bool check, char *err, size_t err_size)
 {
     sqlite3 *db = NULL;
     int rc = sqlite3_open_v2 (path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
@@ -692,7 +696,12 @@ s_validate (const char *path, char *err, size_t err_size)
     }
     //  quick_check reads every page (O(size)) but skips the index/table
     //  cross-checks of integrity_check; it is what makes "corrupt" a clear
-    //  refusal at start rather than a fail-stop later.
+    //  refusal at start rather than a fail-stop later. Skipped for a file
+    //  untouched since a clean stop (s_clean_take).
+    if (!check) {
+        result = 0;
+        goto done;
+    }
     sqlite3_stmt *stmt = NULL;
     rc = sqlite3_prepare_v2 (db, "PRAGMA quick_check(5)", -1, &stmt, NULL);
     if (rc == SQLITE_OK) {
@@ -745,7 +754,7 @@ done:
 //  those we created are removed again, so a refused directory is left as
 //  it was. (None existed, so no other program had the database open.)
 static int
-s_validate_file (dq_store_t *self, char *err, size_t err_size)
+s_validate_file (dq_store_t *self, bool check, char *err, size_t err_size)
 {
     char *shm_path = s_concat (self->path, "-shm");
     if (!shm_path) {
@@ -754,7 +763,11 @@ s_validate_file (dq_store_t *self, char *err, size_t err_size)
     }
     bool had_wal = access (self->wal_path, F_OK) == 0;
     bool had_shm = access (shm_path, F_OK) == 0;
-    int rc = s_validate (self->path, err, err_size);
+    struct stat st;
+    if (check && stat (self->path, &st) == 0 && st.st_size >= (64 << 20))
+        dq_log_info ("store - %s: checking it (quick_check reads all %lld MB)",
+                     self->path, (long long) (st.st_size >> 20));
+    int rc = s_validate (self->path, check, err, err_size);
     if (rc != 0) {
         if (!had_wal)
             unlink (self->wal_path);
@@ -1242,6 +1255,104 @@ s_syncer_stop (dq_store_t *self)
     (void) s_pragma (self, s_sync_sql [DQ_STORE_SYNC_FULL], NULL, 0);
 }
 
+//  The clean-stop marker: <dir>/CLEAN names the database file as a clean
+//  close left it (device, inode, size, modification time). At open, a file
+//  that still matches, with no WAL beside it, has not changed since, so its
+//  quick_check (which reads the whole file: minutes for a large store) is
+//  skipped. The close sets the modification time to one second before it
+//  ran, a time no later write can give the file whatever the clock's
+//  granularity. The marker is removed at every open, before anything is
+//  written, so a broker that stops any other way leaves none.
+#define S_CLEAN_FORMAT "dagq-clean 1 %llu %llu %lld %lld %ld\n"
+
+static char *
+s_clean_path (dq_store_t *self)
+{
+    return s_concat (self->dir, "/" DQ_STORE_CLEAN_FILE);
+}
+
+//  fsync a directory, so a rename or unlink in it is durable. 0 or -1.
+static int
+s_sync_dir (const char *dir)
+{
+    int fd = open (dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd == -1)
+        return -1;
+    int rc = fsync (fd);
+    close (fd);
+    return rc;
+}
+
+//  At close: record the closed file in the marker (failures only cost the
+//  next start its check).
+static void
+s_clean_put (dq_store_t *self)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    struct timespec times [2] = { { .tv_nsec = UTIME_OMIT },
+                                  { .tv_sec = now.tv_sec - 1, .tv_nsec = now.tv_nsec } };
+    struct stat st;
+    if (access (self->wal_path, F_OK) == 0
+    ||  utimensat (AT_FDCWD, self->path, times, 0) != 0
+    ||  stat (self->path, &st) != 0)
+        return;
+    char *path = s_clean_path (self);
+    char *tmp = path? s_concat (path, ".tmp"): NULL;
+    char line [160];
+    int n = snprintf (line, sizeof line, S_CLEAN_FORMAT, (unsigned long long) st.st_dev,
+                      (unsigned long long) st.st_ino, (long long) st.st_size,
+                      (long long) st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+    int fd = tmp? open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                        DQ_STORE_LOCK_MODE): -1;
+    bool ok = fd != -1 && write (fd, line, (size_t) n) == n && fsync (fd) == 0;
+    if (fd != -1 && close (fd) != 0)
+        ok = false;
+    if (ok && rename (tmp, path) == 0)
+        (void) s_sync_dir (self->dir);
+    else
+    if (tmp)
+        unlink (tmp);
+    free (tmp);
+    free (path);
+}
+
+//  At open, st the database file's: true if the marker says it is as a
+//  clean close left it. A stale marker never matches: any write since
+//  gave the file a later modification time.
+static bool
+s_clean_take (dq_store_t *self, const struct stat *st)
+{
+    char *path = s_clean_path (self);
+    if (!path)
+        return false;
+    char line [160] = "";
+    FILE *file = fopen (path, "re");
+    free (path);
+    if (!file)
+        return false;
+    bool read = fgets (line, sizeof line, file) != NULL;
+    fclose (file);
+    unsigned long long dev, ino;
+    long long size, sec;
+    long nsec;
+    bool same = read
+             && sscanf (line, S_CLEAN_FORMAT, &dev, &ino, &size, &sec, &nsec) == 5
+             && dev == (unsigned long long) st->st_dev
+             && ino == (unsigned long long) st->st_ino
+             && size == (long long) st->st_size
+             && sec == (long long) st->st_mtim.tv_sec
+             && nsec == st->st_mtim.tv_nsec
+             && access (self->wal_path, F_OK) != 0;
+    if (same)
+        dq_log_info ("store - %s: unchanged since a clean stop; quick_check skipped",
+                     self->path);
+    else
+        dq_log_info ("store - %s: changed since its clean stop; checking it",
+                     self->path);
+    return same;
+}
+
 dq_store_t *
 dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size)
 {
@@ -1313,7 +1424,7 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
                           self->path);
                 goto failed;
             }
-            if (s_validate_file (self, err, err_size))
+            if (s_validate_file (self, !s_clean_take (self, &st), err, err_size))
                 goto failed;
         }
     }
@@ -1322,6 +1433,13 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
         s_format (err, err_size, "cannot stat %s: %s", self->path, strerror (errno));
         goto failed;
     }
+
+    //  The marker is for one start: gone before anything is written (a
+    //  refused store above keeps it, as it keeps everything else).
+    char *clean = s_clean_path (self);
+    if (!clean || (unlink (clean) == 0 && s_sync_dir (dir) != 0))
+        dq_log_warn ("store - %s: cannot remove the clean-stop marker", dir);
+    free (clean);
 
     //  The writing connection appends each commit to the WAL with one
     //  write (dq_walbuf); without it, SQLite's default VFS does the same.
@@ -1348,6 +1466,7 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
     if (s_checkpointer_start (self, sync))
         dq_log_warn ("store - %s: no checkpoint thread; checkpoints run in the "
                      "commit path", self->path);
+    self->opened = true;
     return self;
 
 failed:
@@ -1372,7 +1491,8 @@ dq_store_close (dq_store_t **self_p)
         for (int i = 0; i < S_COUNT_; i++)
             sqlite3_finalize (self->stmt [i]);
         //  The last connection to close checkpoints and removes the WAL
-        sqlite3_close (self->db);
+        if (sqlite3_close (self->db) == SQLITE_OK && self->opened && !self->failed)
+            s_clean_put (self);
     }
     //  Unlock only after the database is closed
     if (self->lock_fd != -1)

@@ -24,6 +24,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <sqlite3.h>
@@ -1304,6 +1305,78 @@ test_store_refuses_corrupt_database (void **state)
     s_assert_refused (fx, "corrupt");
 }
 
+//  The clean-stop marker: a clean close leaves CLEAN (and the file's
+//  modification time a second back), an open removes it and skips
+//  quick_check only for a file untouched since. A write after the close,
+//  however soon, is checked (and refused when it corrupted the file); the
+//  check is skipped only when the file still looks as the close left it,
+//  which here means restoring its modification time by hand.
+static void
+test_store_clean_stop_skips_check (void **state)
+{
+    fixture_t *fx = *state;
+    char clean [400];
+    snprintf (clean, sizeof clean, "%s/CLEAN", fx->data);
+    dq_store_t *store = s_open (fx);
+    char payload [512];
+    memset (payload, 'p', sizeof payload);
+    for (uint64_t id = 1; id <= 2000; id++) {
+        dq_store_job_t job = s_plain_job (id);
+        job.payload = payload;
+        job.payload_size = sizeof payload;
+        assert_int_equal (dq_store_put_job (store, &job), 0);
+    }
+    assert_int_equal (dq_store_commit (store), 0);
+    dq_store_close (&store);
+    assert_int_equal (access (clean, F_OK), 0);
+    struct stat closed;
+    assert_int_equal (stat (fx->db, &closed), 0);
+    struct timespec now;
+    clock_gettime (CLOCK_REALTIME, &now);
+    assert_true (closed.st_mtim.tv_sec < now.tv_sec);
+
+    //  Reopened: the marker is gone while the store is open, and back after.
+    store = s_open (fx);
+    assert_int_equal (access (clean, F_OK), -1);
+    loaded_t loaded = { 0 };
+    s_load (store, &loaded);
+    assert_int_equal (loaded.njobs, 2000);
+    s_loaded_free (&loaded);
+    dq_store_close (&store);
+    assert_int_equal (access (clean, F_OK), 0);
+
+    //  Pages scribbled over at once: checked and refused, marker kept.
+    assert_int_equal (stat (fx->db, &closed), 0);
+    unsigned char junk [4096 * 8];
+    for (size_t i = 0; i < sizeof junk; i++)
+        junk [i] = (unsigned char) (i * 31 + 7);
+    int fd = open (fx->db, O_WRONLY);
+    assert_true (fd >= 0);
+    assert_int_equal (pwrite (fd, junk, sizeof junk, 4096 * 20), (ssize_t) sizeof junk);
+    close (fd);
+    s_assert_refused (fx, "corrupt");
+    assert_int_equal (access (clean, F_OK), 0);
+
+    //  The same damage with the close's modification time put back looks
+    //  untouched: opened without the check (its pages are not read).
+    struct timespec times [2] = { closed.st_atim, closed.st_mtim };
+    assert_int_equal (utimensat (AT_FDCWD, fx->db, times, 0), 0);
+    store = s_open (fx);
+    assert_int_equal (access (clean, F_OK), -1);
+    dq_store_close (&store);
+
+    //  A marker that does not match (another inode) is no reason to skip.
+    FILE *f = fopen (clean, "w");
+    assert_non_null (f);
+    fprintf (f, "dagq-clean 1 %llu %llu %lld %lld %ld\n",
+             (unsigned long long) closed.st_dev, (unsigned long long) closed.st_ino + 1,
+             (long long) closed.st_size, (long long) closed.st_mtim.tv_sec,
+             closed.st_mtim.tv_nsec);
+    fclose (f);
+    assert_int_equal (utimensat (AT_FDCWD, fx->db, times, 0), 0);
+    s_assert_refused (fx, "corrupt");
+}
+
 static void
 test_store_fails_stop_on_sqlite_error (void **state)
 {
@@ -1604,6 +1677,8 @@ main (void)
         cmocka_unit_test_setup_teardown (test_store_upgrade_is_all_or_nothing,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_refuses_corrupt_database,
+                                         setup, teardown),
+        cmocka_unit_test_setup_teardown (test_store_clean_stop_skips_check,
                                          setup, teardown),
         cmocka_unit_test_setup_teardown (test_store_fails_stop_on_sqlite_error,
                                          setup, teardown),
