@@ -110,6 +110,12 @@ struct _dq_broker_t {
     //  them from the store, retention deletes them there (s_cold_expire).
     uint64_t *evict;         //  finished this turn: sequences to evict
     size_t nevict, evict_cap;
+    //  Finished DAGs go cold too (s_dag_chill): their jobs leave memory,
+    //  the DAG's record stays for its retention, in finish order here.
+    uint64_t *chill;         //  DAGs finished this turn
+    size_t nchill, chill_cap;
+    uint64_t *cold_dags;     //  cold DAGs, oldest first from cold_dags_head
+    size_t ncold_dags, cold_dags_head, cold_dags_cap;
     uint64_t cold;           //  cold jobs in the store
     uint64_t cold_ms, cold_id;  //  retention's cursor in the store
     uint64_t cold_checked;   //  wall ms (now) of its last pass
@@ -636,6 +642,16 @@ s_store_fail (dq_broker_t *self, const char *what)
     self->stopping = 1;
 }
 
+//  Append seq to a growable array of sequences.
+static void
+s_seq_push (uint64_t **seqs, size_t *n, size_t *cap, uint64_t seq)
+{
+    uint64_t *grown = dq_mem_grow (*seqs, cap, *n + 1, sizeof *grown);
+    assert (grown);
+    *seqs = grown;
+    grown [(*n)++] = seq;
+}
+
 static void
 s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
 {
@@ -668,6 +684,8 @@ s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
                       .state = ok? DQ_STATE_SUCCEEDED: DQ_STATE_FAILED,
                       .at_ms = self->now };
     s_queue_event (self, &ev);
+    if (self->store)
+        s_seq_push (&self->chill, &self->nchill, &self->chill_cap, dag->seq);
 }
 
 //  Cold jobs (see s_evict_finished): a finished job to evict at the end
@@ -675,11 +693,7 @@ s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
 static void
 s_evict_later (dq_broker_t *self, uint64_t seq)
 {
-    uint64_t *evict = dq_mem_grow (self->evict, &self->evict_cap,
-                                   self->nevict + 1, sizeof *evict);
-    assert (evict);
-    self->evict = evict;
-    self->evict [self->nevict++] = seq;
+    s_seq_push (&self->evict, &self->nevict, &self->evict_cap, seq);
 }
 
 //  Record a terminal state: memory, store, counters, event, retention.
@@ -833,6 +847,16 @@ s_job_drop (dq_broker_t *self, dq_bjob_t *job)
         free (job);
 }
 
+static void
+s_dag_free (dq_broker_t *self, dq_bdag_t *dag)
+{
+    dq_seqmap_remove (self->dags, dag->seq);
+    free (dag->name);
+    free (dag->jobs);
+    free (dag->slab);
+    free (dag);
+}
+
 //  Delete a finished job (retention). Its DAG goes with its last job.
 static void
 s_delete_job (dq_broker_t *self, dq_bjob_t *job)
@@ -845,11 +869,7 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
     if (dag && --dag->alive == 0) {
         if (self->store && dq_store_delete_dag (self->store, dag->seq))
             s_store_fail (self, "deleting an expired DAG");
-        dq_seqmap_remove (self->dags, dag->seq);
-        free (dag->name);
-        free (dag->jobs);
-        free (dag->slab);
-        free (dag);
+        s_dag_free (self, dag);
     }
 }
 
@@ -857,6 +877,8 @@ s_delete_job (dq_broker_t *self, dq_bjob_t *job)
 //  Cold jobs: finished, outside DAGs, without children, held by the store
 //  alone. A broker taking a million jobs a minute with a day of retention
 //  would otherwise hold over a billion finished records in memory.
+
+static void s_dag_chill (dq_broker_t *self, dq_bdag_t *dag);
 
 //  End of a turn: the jobs that finished in it (s_terminal: outside DAGs,
 //  with a store) leave memory, unless they gained children meanwhile
@@ -881,6 +903,79 @@ s_evict_finished (dq_broker_t *self)
         self->cold++;
     }
     self->nevict = 0;
+    for (size_t i = 0; i < self->nchill; i++) {
+        dq_bdag_t *dag = dq_seqmap_get (self->dags, self->chill [i]);
+        if (dag && !dag->cold)
+            s_dag_chill (self, dag);
+    }
+    self->nchill = 0;
+}
+
+//  A finished DAG goes cold: its jobs leave memory like other finished
+//  jobs (STATUS, RESULT and DAG read them from the store, retention
+//  deletes them there), and only the DAG's record stays, 8 bytes a job,
+//  until its own retention ends (s_cold_dags_expire). Held for a day, a
+//  finished job in memory cost about 290 bytes. Not while a job of it has
+//  a child still waiting (one added later, outside the DAG): that child
+//  needs its record, and the DAG stays in memory as before.
+static void
+s_dag_chill (dq_broker_t *self, dq_bdag_t *dag)
+{
+    for (uint32_t i = 0; i < dag->njobs; i++) {
+        dq_bjob_t *job = s_job (self, dag->jobs [i]);
+        if (job && job->dag == dag && dq_dag_has_pending_children (&job->node))
+            return;
+    }
+    uint64_t before = self->now > self->cfg.result_ttl_ms?
+                      self->now - self->cfg.result_ttl_ms: 0;
+    for (uint32_t i = 0; i < dag->njobs; i++) {
+        dq_bjob_t *job = s_job (self, dag->jobs [i]);
+        if (!job || job->dag != dag)
+            continue;           //  expired, or a record of its own (s_job_warm)
+        s_timer_remove (self, job);
+        //  Retention's walk of the store has passed the finish times that
+        //  have expired: such a job is deleted here, not left there.
+        bool expired = job->finished_ms < before;
+        if (expired && dq_store_delete_job (self->store, job->node.id)) {
+            s_store_fail (self, "deleting an expired job");
+            return;
+        }
+        s_job_drop (self, job);
+        dag->alive--;
+        if (!expired)
+            self->cold++;
+    }
+    free (dag->slab);
+    dag->slab = NULL;
+    dag->cold = true;
+    s_seq_push (&self->cold_dags, &self->ncold_dags, &self->cold_dags_cap, dag->seq);
+}
+
+//  Retention of cold DAGs: their records go when their time is up (their
+//  jobs, which finished earlier, went from the store by then).
+static void
+s_cold_dags_expire (dq_broker_t *self)
+{
+    while (self->cold_dags_head < self->ncold_dags) {
+        dq_bdag_t *dag = dq_seqmap_get (self->dags, self->cold_dags [self->cold_dags_head]);
+        if (dag && dag->finished_ms + self->cfg.result_ttl_ms > self->now)
+            break;
+        self->cold_dags_head++;
+        if (!dag)
+            continue;
+        if (dq_store_delete_dag (self->store, dag->seq)) {
+            s_store_fail (self, "deleting an expired DAG");
+            return;
+        }
+        s_dag_free (self, dag);
+    }
+    //  Reclaim the front of the array once it is half of it.
+    if (self->cold_dags_head > 64 && self->cold_dags_head * 2 > self->ncold_dags) {
+        self->ncold_dags -= self->cold_dags_head;
+        memmove (self->cold_dags, self->cold_dags + self->cold_dags_head,
+                 self->ncold_dags * sizeof *self->cold_dags);
+        self->cold_dags_head = 0;
+    }
 }
 
 //  A job not in memory, read from the store: 0 (row filled, *mem to free),
@@ -1405,6 +1500,8 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     if (dag && dag->njobs == 0) {
         //  Every job of the DAG already existed (job keys): nothing to track.
         dag->finished_ms = self->now;
+        if (self->store)
+            s_seq_push (&self->chill, &self->nchill, &self->chill_cap, dag->seq);
     }
     else
     if (dag)
@@ -1527,14 +1624,15 @@ s_parent_info (dq_broker_t *self, uint64_t seq, char *id, int *state)
 }
 
 //  s_jobinfo for a cold job's row: its fields through a record on the
-//  stack, its parents (held, cold or gone) from the row. Cold jobs are in
-//  no DAG.
+//  stack, its parents (held, cold or gone) from the row.
 static void
 s_rowinfo (dq_broker_t *self, const dq_store_job_t *r, dq_jobinfo_t *info,
            char *buf, const char **pids, int *pstates, char (*pbuf) [DQ_ID_MAX])
 {
     dq_type_t type = { .name = (char *) r->type };
+    dq_bdag_t dag = { .seq = r->dag };
     dq_bjob_t job = {
+        .dag = r->dag? &dag: NULL,
         .node.id = r->id, .type = &type, .name = (char *) r->name,
         .error = (char *) r->error, .created_ms = r->created_ms,
         .started_ms = r->started_ms, .finished_ms = r->finished_ms,
@@ -1555,20 +1653,17 @@ s_rowinfo (dq_broker_t *self, const dq_store_job_t *r, dq_jobinfo_t *info,
     info->nparents = r->nparents;
 }
 
+//  Queue reply (JOBS or DAG_INFO, its other fields set) with one info per
+//  found job, in order.
 static void
-s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+s_reply_infos (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *reply,
+               const s_found_t *found, uint32_t n)
 {
-    uint32_t n = msg->nids;
-    s_found_t *found = calloc (n + 1, sizeof *found);
-    assert (found);
     size_t nparents = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        if (s_find_or_reply (self, peer, msg, msg->ids [i], true, &found [i]))
-            goto done;
+    for (uint32_t i = 0; i < n; i++)
         nparents += found [i].job? found [i].job->node.nparents: found [i].row.nparents;
-    }
-    dq_jobinfo_t *infos = calloc (n, sizeof *infos);
-    char *bufs = malloc ((size_t) n * S_INFO_BUF);
+    dq_jobinfo_t *infos = calloc (n + 1, sizeof *infos);
+    char *bufs = malloc ((size_t) (n + 1) * S_INFO_BUF);
     const char **pids = malloc ((nparents + 1) * sizeof (char *));
     int *pstates = malloc ((nparents + 1) * sizeof (int));
     char (*pbuf) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
@@ -1587,18 +1682,32 @@ s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
             at += found [i].row.nparents;
         }
     }
-    dq_msg_t reply;
-    dq_msg_init (&reply, DQ_CMD_JOBS);
-    reply.rid = msg->rid;
-    reply.infos = infos;
-    reply.ninfos = n;
-    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
+    reply->infos = infos;
+    reply->ninfos = n;
+    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, reply);
     free (pbuf);
     free (pstates);
     free (pids);
     free (bufs);
     free (infos);
-done:
+}
+
+static void
+s_handle_status (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
+{
+    uint32_t n = msg->nids;
+    s_found_t *found = calloc (n + 1, sizeof *found);
+    assert (found);
+    uint32_t k = 0;
+    for (; k < n; k++)
+        if (s_find_or_reply (self, peer, msg, msg->ids [k], true, &found [k]))
+            break;
+    if (k == n) {
+        dq_msg_t reply;
+        dq_msg_init (&reply, DQ_CMD_JOBS);
+        reply.rid = msg->rid;
+        s_reply_infos (self, peer, &reply, found, n);
+    }
     //  calloc'd: entries not reached hold NULL
     for (uint32_t i = 0; i < n; i++)
         free (found [i].mem);
@@ -1807,65 +1916,64 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         return;
     }
     //  One page of the job list: [first, end) in submission order, so one
-    //  request costs the loop at most DQ_PROTO_DAG_JOBS_MAX jobs. A summary
-    //  lists none.
+    //  request costs the loop at most DQ_PROTO_DAG_JOBS_MAX jobs (read from
+    //  the store when the DAG is cold: about 150 ms). A summary lists none.
     uint32_t limit = msg->limit? msg->limit: DQ_PROTO_DAG_JOBS_MAX;
     uint32_t first = msg->summary || msg->offset > dag->njobs? dag->njobs: msg->offset;
     uint32_t end = dag->njobs - first > limit? first + limit: dag->njobs;
+    s_found_t *found = calloc (end - first + 1, sizeof *found);
+    assert (found);
     uint32_t n = 0;
-    size_t nparents = 0;
+    int rc = 0;
     for (uint32_t i = first; i < end; i++) {
-        dq_bjob_t *job = s_job (self, dag->jobs [i]);
-        if (job) {
+        s_found_t *f = &found [n];
+        f->job = s_job (self, dag->jobs [i]);
+        //  A record of its own (s_job_warm) lacks its DAG and parents.
+        if (f->job && f->job->dag == dag) {
             n++;
-            nparents += job->node.nparents;
+            continue;
+        }
+        f->job = NULL;
+        rc = self->store? s_cold_get (self, dag->jobs [i], &f->row, &f->mem): 1;
+        if (rc < 0)
+            break;
+        if (rc == 0)
+            n++;
+        else {
+            free (f->mem);      //  expired: not listed
+            f->mem = NULL;
+            rc = 0;
         }
     }
-    dq_jobinfo_t *infos = calloc (n + 1, sizeof *infos);
-    char *bufs = malloc ((size_t) (n + 1) * S_INFO_BUF);
-    const char **pids = malloc ((nparents + 1) * sizeof (char *));
-    int *pstates = malloc ((nparents + 1) * sizeof (int));
-    char (*pbuf) [DQ_ID_MAX] = malloc ((nparents + 1) * DQ_ID_MAX);
-    assert (infos && bufs && pids && pstates && pbuf);
-    size_t at = 0;
-    uint32_t k = 0;
-    for (uint32_t i = first; i < end; i++) {
-        dq_bjob_t *job = s_job (self, dag->jobs [i]);
-        if (!job)
-            continue;
-        s_jobinfo (self, job, &infos [k], bufs + (size_t) k * S_INFO_BUF,
-                   pids + at, pstates + at, pbuf + at);
-        at += job->node.nparents;
-        k++;
+    if (rc < 0)
+        REPLY_ERROR (DQ_ERR_INTERNAL, 1000, "DAG '%.64s' could not be read from the "
+                     "store; try again", msg->id);
+    else {
+        char dag_id [DQ_ID_MAX];
+        s_dag_id (self, dag->seq, dag_id);
+        dq_daginfo_t di = {
+            .id = dag_id, .name = dag->name, .total = dag->njobs,
+            .waiting = dag->counts [DQ_STATE_WAITING], .queued = dag->counts [DQ_STATE_QUEUED],
+            .running = dag->counts [DQ_STATE_RUNNING],
+            .succeeded = dag->counts [DQ_STATE_SUCCEEDED],
+            .failed = dag->counts [DQ_STATE_FAILED],
+            .cancelled = dag->counts [DQ_STATE_CANCELLED],
+            .skipped = dag->counts [DQ_STATE_SKIPPED],
+            .created_ms = dag->created_ms, .finished_ms = dag->finished_ms };
+        di.state = !dag->finished_ms? DQ_STATE_RUNNING:
+                   dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs? DQ_STATE_SUCCEEDED:
+                   DQ_STATE_FAILED;
+        dq_msg_t reply;
+        dq_msg_init (&reply, DQ_CMD_DAG_INFO);
+        reply.rid = msg->rid;
+        reply.dag = &di;
+        reply.next_offset = end < dag->njobs? end: 0;
+        s_reply_infos (self, peer, &reply, found, n);
     }
-    char dag_id [DQ_ID_MAX];
-    s_dag_id (self, dag->seq, dag_id);
-    dq_daginfo_t di = {
-        .id = dag_id, .name = dag->name, .total = dag->njobs,
-        .waiting = dag->counts [DQ_STATE_WAITING], .queued = dag->counts [DQ_STATE_QUEUED],
-        .running = dag->counts [DQ_STATE_RUNNING],
-        .succeeded = dag->counts [DQ_STATE_SUCCEEDED],
-        .failed = dag->counts [DQ_STATE_FAILED],
-        .cancelled = dag->counts [DQ_STATE_CANCELLED],
-        .skipped = dag->counts [DQ_STATE_SKIPPED],
-        .created_ms = dag->created_ms, .finished_ms = dag->finished_ms };
-    di.state = !dag->finished_ms? DQ_STATE_RUNNING:
-               dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs? DQ_STATE_SUCCEEDED:
-               DQ_STATE_FAILED;
-    dq_msg_t reply;
-    dq_msg_init (&reply, DQ_CMD_DAG_INFO);
-    reply.rid = msg->rid;
-    reply.dag = &di;
-    reply.infos = infos;
-    reply.ninfos = n;
-    reply.next_offset = end < dag->njobs? end: 0;
-    reply.next_offset = end < dag->njobs? end: 0;
-    s_queue_msg (self, self->fe, peer->rid, peer->rid_size, &reply);
-    free (pbuf);
-    free (pstates);
-    free (pids);
-    free (bufs);
-    free (infos);
+    //  calloc'd: entries not used hold NULL
+    for (uint32_t i = 0; i < end - first; i++)
+        free (found [i].mem);
+    free (found);
 }
 
 //  ---------------------------------------------------------------------------
@@ -2206,6 +2314,8 @@ s_run_timers (dq_broker_t *self)
     }
     s_keys_expire (self);
     s_cold_expire (self);
+    if (self->store)
+        s_cold_dags_expire (self);
 }
 
 //  With the syncer, a JOB waits in the out queue for the sync of the turn
@@ -2660,15 +2770,24 @@ s_load (dq_broker_t *self, char *err, size_t err_size)
     if (seq && dq_parse_u64 (seq, 1, UINT64_MAX, &stored) == 0 && stored > self->next_seq)
         self->next_seq = stored;
     free (seq);
-    //  DAGs that finished before the restart keep their finish time.
+    //  DAGs that finished before the restart: their finish time is their
+    //  last job's, and they go cold again (s_dag_chill).
     uint64_t cursor = 0;
     dq_bdag_t *dag;
     while ((dag = dq_seqmap_next (self->dags, &cursor, NULL))) {
         uint32_t done = dag->counts [DQ_STATE_SUCCEEDED] + dag->counts [DQ_STATE_FAILED]
                       + dag->counts [DQ_STATE_CANCELLED] + dag->counts [DQ_STATE_SKIPPED];
-        if (done == dag->njobs)
-            dag->finished_ms = dag->created_ms;
+        if (done < dag->njobs)
+            continue;
+        dag->finished_ms = dag->created_ms;
+        for (uint32_t i = 0; i < dag->njobs; i++) {
+            dq_bjob_t *job = s_job (self, dag->jobs [i]);
+            if (job && job->finished_ms > dag->finished_ms)
+                dag->finished_ms = job->finished_ms;
+        }
+        s_seq_push (&self->chill, &self->nchill, &self->chill_cap, dag->seq);
     }
+    s_evict_finished (self);
     dq_log_info ("store - loaded jobs=%" PRIu64 " (%zu in memory) unfinished=%" PRIu64
                  " dags=%zu keys=%zu in %" PRIu64 " ms",
                  (uint64_t) dq_seqmap_size (self->jobs) + self->cold,
@@ -3153,6 +3272,8 @@ dq_broker_destroy (dq_broker_t **self_p)
         }
         dq_seqmap_destroy (&self->dags);
     }
+    free (self->chill);
+    free (self->cold_dags);
     zlistx_destroy (&self->key_order);
     zlistx_destroy (&self->pending_workers);
     zhashx_destroy (&self->keys);

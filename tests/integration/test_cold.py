@@ -27,7 +27,7 @@ SAME = ("id", "type", "state", "attempts", "max_attempts", "priority", "worker",
 class ColdJobsTest(unittest.TestCase):
 
     def wait_memory(self, cl, held, what):
-        h.wait_until(lambda: cl.stats().get("jobs_in_memory") == held, 60,
+        h.wait_until(lambda: cl.stats().get("jobs_in_memory", 0) == held, 60,
                      what="%s (jobs_in_memory %d)" % (what, held))
 
     def check_same(self, before, after):
@@ -126,6 +126,73 @@ class ColdJobsTest(unittest.TestCase):
             more = cl.submit([{"type": "concat", "deps": [{"id": plain[1]}]}])["ids"]
             c.wait_terminal(more)
             self.assertEqual(cl.result(more[0])["output"], b"p-1")
+
+    def test_finished_dags_leave_memory(self):
+        """A finished DAG keeps only its own record in memory: its jobs
+        answer STATUS, RESULT and DAG from the store as they did from memory,
+        a job added later may depend on one, and a restart leaves them
+        there."""
+        with h.Cluster(name="cold-dag") as c:
+            c.start_worker(name="dw", concurrency=4)
+            c.wait_workers(names=["dw"])
+            cl = c.client()
+            n = h.scaled(1500, 150)
+            jobs = [{"type": "echo", "name": "n%d" % i, "payload": b"d-%d" % i}
+                    for i in range(n)]
+            for i in range(1, n, 3):
+                jobs[i]["deps"] = [{"idx": i - 1}]
+            # Nobody runs the last job: the DAG stays unfinished until it is
+            # cancelled, so its jobs can be seen in memory first.
+            jobs.append({"type": "nobody.runs", "name": "blocker"})
+            sub = cl.submit(jobs, dag_name="chilly")
+            ids, did = sub["ids"], sub["dag_id"]
+            fresh = c.wait_terminal(ids[:n])
+            fresh = cl.status_many(ids)
+            self.assertEqual(cl.stats()["jobs_in_memory"], n + 1)
+            held = cl.dag(did)
+            self.assertEqual(cl.cancel(ids[-1])["count"], 1)
+            self.wait_memory(cl, 0, "the finished DAG's jobs left memory")
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], n + 1, st)
+
+            cold = cl.status_many(ids)
+            self.check_same(fresh[:n], cold[:n])
+            for info in cold:
+                self.assertEqual(info.get("dag_id"), did, info)
+            self.assertEqual(h.state_name(cold[-1]["state"]), "cancelled")
+            self.assertEqual(cold[4]["parent_ids"], [ids[3]])
+            listed = cl.dag(did)
+            self.assertEqual(listed["dag"]["total"], n + 1)
+            self.assertEqual(h.state_name(listed["dag"]["state"]), "failed")
+            self.assertTrue(listed["dag"].get("finished_ms"), listed["dag"])
+            self.check_same(cold, [h.info_defaults(i) for i in listed["infos"]])
+            self.check_same([h.info_defaults(i) for i in held["infos"][:n]],
+                            [h.info_defaults(i) for i in listed["infos"][:n]])
+            res = cl.results_many(ids[:n])
+            for i in range(n):
+                self.assertEqual(res[ids[i]]["output"], b"d-%d" % i)
+            # A cold DAG has nothing left to cancel.
+            self.assertEqual(cl.cancel(did).get("count", 0), 0)
+
+            # A job added later depends on two of its jobs, read from the
+            # store; the DAG still lists them as they were.
+            kid = cl.submit([{"type": "concat", "deps": [{"id": ids[4]}, {"id": ids[5]}]}])["ids"]
+            c.wait_terminal(kid)
+            self.assertEqual(cl.result(kid[0])["output"], b"d-4d-5")
+            self.check_same(cold, [h.info_defaults(i) for i in cl.dag(did)["infos"]])
+
+            # A restart (kill -9) leaves the finished DAG cold, with the same
+            # finish time.
+            c.kill_broker()
+            c.restart_broker()
+            cl = c.client()
+            st = cl.stats()
+            self.assertEqual(st["jobs_total"], n + 2, st)
+            self.assertLess(st.get("jobs_in_memory", 0), 5, st)
+            again = cl.dag(did)
+            self.assertEqual(again["dag"], listed["dag"])
+            self.check_same(cold, [h.info_defaults(i) for i in again["infos"]])
+            self.assertEqual(cl.result(ids[7])["output"], b"d-7")
 
     def test_parent_output_from_the_store(self):
         """A parent outside DAGs does not hold its output in memory after the

@@ -80,6 +80,7 @@ class RetentionTest(unittest.TestCase):
             cl = c.client()
             for jid in (plain[0], plain[n // 2], plain[-1], keyed[0], dag["ids"][0]):
                 self.assertTrue(self.gone(c, jid), jid)
+            self.assertTrue(dag_gone(), "the expired DAG came back from the store")
             self.assertEqual(h.state_name(cl.status([waiting])[0]["state"]), "queued")
             # New jobs after all that run and can be read.
             c.wait_workers(names=["rt"])
