@@ -1916,8 +1916,9 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         return;
     }
     //  One page of the job list: [first, end) in submission order, so one
-    //  request costs the loop at most DQ_PROTO_DAG_JOBS_MAX jobs (read from
-    //  the store when the DAG is cold: about 150 ms). A summary lists none.
+    //  request costs the loop at most DQ_PROTO_DAG_JOBS_MAX jobs (under
+    //  100 ms here when a cold DAG's are read from the store). A summary
+    //  lists none.
     uint32_t limit = msg->limit? msg->limit: DQ_PROTO_DAG_JOBS_MAX;
     uint32_t first = msg->summary || msg->offset > dag->njobs? dag->njobs: msg->offset;
     uint32_t end = dag->njobs - first > limit? first + limit: dag->njobs;
