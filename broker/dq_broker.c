@@ -963,7 +963,7 @@ s_cold_dags_expire (dq_broker_t *self)
         self->cold_dags_head++;
         if (!dag)
             continue;
-        if (dq_store_delete_dag (self->store, dag->seq)) {
+        if (self->store && dq_store_delete_dag (self->store, dag->seq)) {
             s_store_fail (self, "deleting an expired DAG");
             return;
         }
@@ -1498,10 +1498,11 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         }
     }
     if (dag && dag->njobs == 0) {
-        //  Every job of the DAG already existed (job keys): nothing to track.
+        //  Every job of the DAG already existed (job keys): nothing to
+        //  track, and its record is kept for its retention as a cold DAG's.
         dag->finished_ms = self->now;
-        if (self->store)
-            s_seq_push (&self->chill, &self->nchill, &self->chill_cap, dag->seq);
+        dag->cold = true;
+        s_seq_push (&self->cold_dags, &self->ncold_dags, &self->cold_dags_cap, dag->seq);
     }
     else
     if (dag)
@@ -2315,8 +2316,7 @@ s_run_timers (dq_broker_t *self)
     }
     s_keys_expire (self);
     s_cold_expire (self);
-    if (self->store)
-        s_cold_dags_expire (self);
+    s_cold_dags_expire (self);
 }
 
 //  With the syncer, a JOB waits in the out queue for the sync of the turn
