@@ -310,7 +310,7 @@ s_fn_normal (fake_t *fake, const void *peer, size_t peer_size, dq_msg_t *req)
                 rep.dag = &dag;
             //  Modes 6 and 7: a 25-job DAG in pages of 10 (7: the third
             //  page points back to the first).
-            char ids [25][16];
+            char ids [25][24];
             dq_jobinfo_t infos [25];
             if (fake->mode == 6 || fake->mode == 7) {
                 dag.total = 25;
@@ -892,7 +892,7 @@ test_client_dag_pages (void **state)
     assert_int_equal (reply->next_offset, 0);
     assert_int_equal (reply->dag->total, 25);
     for (uint32_t i = 0; i < 25; i++) {
-        char id [16];
+        char id [24];
         snprintf (id, sizeof id, "b7f3a-%u", i + 1);
         assert_string_equal (reply->infos [i].id, id);
     }
