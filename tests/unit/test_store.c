@@ -1273,10 +1273,11 @@ test_store_upgrade_is_all_or_nothing (void **state)
     sqlite3_close (db);
 }
 
+//  A store of 2000 jobs with 512-byte payloads, closed (so checkpointed:
+//  everything is in dagq.db, over 64 pages).
 static void
-test_store_refuses_corrupt_database (void **state)
+s_fill_and_close (fixture_t *fx)
 {
-    fixture_t *fx = *state;
     dq_store_t *store = s_open (fx);
     char payload [512];
     memset (payload, 'p', sizeof payload);
@@ -1287,21 +1288,33 @@ test_store_refuses_corrupt_database (void **state)
         assert_int_equal (dq_store_put_job (store, &job), 0);
     }
     assert_int_equal (dq_store_commit (store), 0);
-    dq_store_close (&store);        //  checkpoints: everything is in dagq.db
+    dq_store_close (&store);
+}
 
-    //  Scribble over pages in the middle of the file (page 1, the header
-    //  and schema, stays intact)
+//  Scribble over 8 pages in the middle of the file (page 1, the header and
+//  schema, stays intact).
+static void
+s_scribble (fixture_t *fx)
+{
     size_t size;
     unsigned char *data = s_slurp (fx->db, &size);
     assert_true (size > 64 * 4096);
     free (data);
-    int fd = open (fx->db, O_WRONLY);
-    assert_true (fd >= 0);
     unsigned char junk [4096 * 8];
     for (size_t i = 0; i < sizeof junk; i++)
         junk [i] = (unsigned char) (i * 31 + 7);
+    int fd = open (fx->db, O_WRONLY);
+    assert_true (fd >= 0);
     assert_int_equal (pwrite (fd, junk, sizeof junk, 4096 * 20), (ssize_t) sizeof junk);
     close (fd);
+}
+
+static void
+test_store_refuses_corrupt_database (void **state)
+{
+    fixture_t *fx = *state;
+    s_fill_and_close (fx);
+    s_scribble (fx);
     s_assert_refused (fx, "corrupt");
 }
 
@@ -1317,17 +1330,7 @@ test_store_clean_stop_skips_check (void **state)
     fixture_t *fx = *state;
     char clean [400];
     snprintf (clean, sizeof clean, "%s/CLEAN", fx->data);
-    dq_store_t *store = s_open (fx);
-    char payload [512];
-    memset (payload, 'p', sizeof payload);
-    for (uint64_t id = 1; id <= 2000; id++) {
-        dq_store_job_t job = s_plain_job (id);
-        job.payload = payload;
-        job.payload_size = sizeof payload;
-        assert_int_equal (dq_store_put_job (store, &job), 0);
-    }
-    assert_int_equal (dq_store_commit (store), 0);
-    dq_store_close (&store);
+    s_fill_and_close (fx);
     assert_int_equal (access (clean, F_OK), 0);
     struct stat closed;
     assert_int_equal (stat (fx->db, &closed), 0);
@@ -1336,7 +1339,7 @@ test_store_clean_stop_skips_check (void **state)
     assert_true (closed.st_mtim.tv_sec < now.tv_sec);
 
     //  Reopened: the marker is gone while the store is open, and back after.
-    store = s_open (fx);
+    dq_store_t *store = s_open (fx);
     assert_int_equal (access (clean, F_OK), -1);
     loaded_t loaded = { 0 };
     s_load (store, &loaded);
@@ -1347,13 +1350,7 @@ test_store_clean_stop_skips_check (void **state)
 
     //  Pages scribbled over at once: checked and refused, marker kept.
     assert_int_equal (stat (fx->db, &closed), 0);
-    unsigned char junk [4096 * 8];
-    for (size_t i = 0; i < sizeof junk; i++)
-        junk [i] = (unsigned char) (i * 31 + 7);
-    int fd = open (fx->db, O_WRONLY);
-    assert_true (fd >= 0);
-    assert_int_equal (pwrite (fd, junk, sizeof junk, 4096 * 20), (ssize_t) sizeof junk);
-    close (fd);
+    s_scribble (fx);
     s_assert_refused (fx, "corrupt");
     assert_int_equal (access (clean, F_OK), 0);
 
