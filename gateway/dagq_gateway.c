@@ -14,7 +14,7 @@
 //  Settings, in table order (the index apply receives).
 enum {
     OPT_LISTEN, OPT_BROKER, OPT_EVENTS, OPT_THREADS, OPT_EVENT_LOOP, OPT_TOKEN_FILE,
-    OPT_ALLOW_TYPES, OPT_MAX_BODY, OPT_MAX_BULK, OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_MAX_HEADER,
+    OPT_ALLOW_TYPES, OPT_MAX_BODY, OPT_MAX_BULK, OPT_MAX_DAG_LIST, OPT_MAX_CONNECTIONS, OPT_MAX_PER_IP, OPT_MAX_HEADER,
     OPT_IDLE_TIMEOUT, OPT_REQUEST_TIMEOUT, OPT_MAX_WAIT, OPT_TLS_CERT, OPT_TLS_KEY,
     OPT_CURVE_SECRET, OPT_CURVE_BROKER_PUBLIC, OPT_LOG_LEVEL, NOPTS
 };
@@ -40,6 +40,9 @@ static const dq_cfg_opt_t s_opts [NOPTS] = {
                           "comma-separated job types that may be submitted", 0, 0, 0, NULL },
     [OPT_MAX_BODY] = { "max-body", DQ_CFG_SIZE, "largest request body (e.g. 16M)", 1, 256u << 20, 0, NULL },
     [OPT_MAX_BULK] = { "max-bulk", DQ_CFG_U32, "jobs in one POST /v1/jobs", 1, 2097152, 0, NULL },
+    [OPT_MAX_DAG_LIST] = { "max-dag-list", DQ_CFG_U32,
+                           "jobs GET /v1/dags/{id} lists without ?offset&limit", 1, 2097152,
+                           0, NULL },
     [OPT_MAX_CONNECTIONS] = { "max-connections", DQ_CFG_U32, "open connections in total",
                               1, 1000000, 0, NULL },
     [OPT_MAX_PER_IP] = { "max-per-ip", DQ_CFG_U32,
@@ -81,7 +84,8 @@ s_usage (dq_cfg_t *loader, FILE *out)
     dq_cfg_usage (loader, out, 20, NULL);
     fprintf (out, "\n"
         "Defaults: listen %s, broker %s, threads = cores, event-loop epoll,\n"
-        "max-body %llu, max-bulk %u, max-connections %u, max-per-ip %u,\n"
+        "max-body %llu, max-bulk %u, max-dag-list %u, max-connections %u,\n"
+        "max-per-ip %u, "
         "max-header %u, idle-timeout %u s, request-timeout %u s, max-wait %u s.\n\n"
         "Routes: POST /v1/jobs/{type}, POST /v1/jobs, POST /v1/dags,\n"
         "GET|DELETE /v1/jobs/{id}, GET /v1/jobs/{id}/result, GET|DELETE /v1/dags/{id},\n"
@@ -89,7 +93,7 @@ s_usage (dq_cfg_t *loader, FILE *out)
         "Exit codes: 0 stopped by SIGINT/SIGTERM, 1 failure while running,\n"
         "2 usage, 3 configuration, 4 cannot bind.\n",
         d.listen, d.broker, (unsigned long long) d.max_body, d.max_bulk,
-        d.max_connections, d.max_per_ip, d.max_header, d.idle_timeout,
+        d.max_dag_list, d.max_connections, d.max_per_ip, d.max_header, d.idle_timeout,
         d.request_timeout_ms / 1000, d.max_wait_ms / 1000);
 }
 
@@ -111,6 +115,7 @@ s_apply (void *arg, size_t index, const dq_cfg_value_t *v)
         case OPT_ALLOW_TYPES:         cfg->allow_types = s; break;
         case OPT_MAX_BODY:            cfg->max_body = v->num; break;
         case OPT_MAX_BULK:            cfg->max_bulk = (uint32_t) v->num; break;
+        case OPT_MAX_DAG_LIST:        cfg->max_dag_list = (uint32_t) v->num; break;
         case OPT_MAX_CONNECTIONS:     cfg->max_connections = (uint32_t) v->num; break;
         case OPT_MAX_PER_IP:          cfg->max_per_ip = (uint32_t) v->num; break;
         case OPT_MAX_HEADER:          cfg->max_header = (uint32_t) v->num; break;
@@ -133,14 +138,16 @@ s_print_config (const dq_gateway_cfg_t *c, int level)
     static const char *levels [] = { "error", "warn", "info", "debug" };
     printf ("listen = %s\nbroker = %s\nevents = %s\nthreads = %u\nevent-loop = %s\n"
             "token-file = %s\n"
-            "allow-types = %s\nmax-body = %llu\nmax-bulk = %u\nmax-connections = %u\n"
+            "allow-types = %s\nmax-body = %llu\nmax-bulk = %u\nmax-dag-list = %u\n"
+            "max-connections = %u\n"
             "max-per-ip = %u\nmax-header = %u\nidle-timeout = %u\nrequest-timeout = %g\n"
             "max-wait = %g\ntls-cert = %s\ntls-key = %s\ncurve-secret = %s\n"
             "curve-broker-public = %s\nlog-level = %s\n",
             c->listen, c->broker, c->events? c->events: "", c->threads,
             c->use_poll? "poll": "epoll",
             c->token_file? c->token_file: "", c->allow_types? c->allow_types: "",
-            (unsigned long long) c->max_body, c->max_bulk, c->max_connections,
+            (unsigned long long) c->max_body, c->max_bulk, c->max_dag_list,
+            c->max_connections,
             c->max_per_ip, c->max_header, c->idle_timeout,
             c->request_timeout_ms / 1000.0, c->max_wait_ms / 1000.0,
             c->tls_cert? c->tls_cert: "", c->tls_key? c->tls_key: "",

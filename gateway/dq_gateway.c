@@ -2072,9 +2072,12 @@ s_dispatch (s_req_t *req)
                                            s_on_dag_arg, req);
                 if (*req->bad)
                     return s_error (req, 400, "invalid", "%s", req->bad);
-                //  An offset alone asks for one page from there.
+                //  An offset alone asks for one page from there. The whole
+                //  list is built in memory: capped, a DAG of millions of jobs
+                //  is listed in pages.
                 if ((req->options_seen & S_DAG_OFFSET_SEEN) && !req->op.limit)
                     req->op.limit = DQ_PROTO_DAG_JOBS_MAX;
+                req->op.max_jobs = self->cfg.max_dag_list;
             }
             return s_hold (req, req->action == A_DAG_GET? DQ_GWOP_DAG: DQ_GWOP_CANCEL);
         case A_STATS:
@@ -2269,6 +2272,7 @@ dq_gateway_cfg_defaults (dq_gateway_cfg_t *cfg)
     cfg->broker = DQ_GATEWAY_BROKER_DEFAULT;
     cfg->max_body = DQ_GATEWAY_MAX_BODY_DEFAULT;
     cfg->max_bulk = DQ_GATEWAY_MAX_BULK_DEFAULT;
+    cfg->max_dag_list = DQ_GATEWAY_MAX_DAG_LIST_DEFAULT;
     cfg->max_connections = DQ_GATEWAY_MAX_CONNECTIONS_DEFAULT;
     cfg->max_per_ip = DQ_GATEWAY_MAX_PER_IP_DEFAULT;
     cfg->max_header = DQ_GATEWAY_MAX_HEADER_DEFAULT;

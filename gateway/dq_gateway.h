@@ -25,6 +25,7 @@ extern "C" {
 #define DQ_GATEWAY_BROKER_DEFAULT          "tcp://127.0.0.1:5555"
 #define DQ_GATEWAY_MAX_BODY_DEFAULT        (16u << 20)   //  bytes
 #define DQ_GATEWAY_MAX_BULK_DEFAULT        10000         //  jobs per POST /v1/jobs
+#define DQ_GATEWAY_MAX_DAG_LIST_DEFAULT    100000        //  jobs a whole DAG listing
 #define DQ_GATEWAY_MAX_CONNECTIONS_DEFAULT 10000
 #define DQ_GATEWAY_MAX_PER_IP_DEFAULT      1000          //  0 = no limit
 #define DQ_GATEWAY_IDLE_TIMEOUT_DEFAULT    30            //  seconds
@@ -50,6 +51,7 @@ typedef struct {
     const char *allow_types;     //  comma-separated job types; NULL = any
     uint64_t max_body;           //  request body bytes
     uint32_t max_bulk;           //  jobs in one POST /v1/jobs
+    uint32_t max_dag_list;       //  jobs GET /v1/dags/{id} lists unpaged
     uint32_t max_connections;    //  in total
     uint32_t max_per_ip;         //  per client address; 0 = no limit
     uint32_t max_header;         //  bytes of request line + headers

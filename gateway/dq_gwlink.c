@@ -666,6 +666,14 @@ s_on_dag_page (dq_gwlink_t *self, dq_gwop_t *op, dq_msg_t *msg)
         dq_msg_destroy (&msg);
         return;
     }
+    if (!op->reply && op->max_jobs && msg->dag && msg->dag->total > op->max_jobs) {
+        s_op_fail (op, DQ_ERR_TOO_BIG, 0, "DAG %s has %u jobs, more than the %u listed "
+                   "at once (--max-dag-list): ask for pages with ?offset=0&limit=%u, then "
+                   "each next_offset, or for the counts alone with ?jobs=false",
+                   op->id, msg->dag->total, op->max_jobs, DQ_PROTO_DAG_JOBS_MAX);
+        dq_msg_destroy (&msg);
+        return;
+    }
     if (!op->reply)
         op->reply = msg;
     else

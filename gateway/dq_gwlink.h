@@ -79,6 +79,8 @@ struct _dq_gwop_t {
     bool summary;               //  DAG: the counts only, no job list
     uint32_t offset, limit;     //  DAG: one page of the job list; limit 0 =
                                 //  every job, gathered page by page
+    uint32_t max_jobs;          //  DAG with limit 0: a larger DAG is TOO_BIG
+                                //  (0 = any size)
     uint32_t wait_ms;           //  JOB: hold until terminal, up to this long
     uint32_t timeout_ms;        //  broker answer deadline; 0 = link default
     dq_gwop_done_fn *done;

@@ -702,6 +702,16 @@ class GatewayTest(GatewayTestBase):
                 r = g.get("/v1/dags/%s?%s" % (bdid, q))
                 self.assertEqual(r.status, 400, (q, r))
                 self.assertIn(word, r.json()["error"]["message"], q)
+            # A gateway that lists at most 20,000 jobs at once: the whole
+            # list is a 413 that says how to page; pages and counts work.
+            small = self.start(c, ["--max-dag-list", "20000"])
+            r = small.get("/v1/dags/" + bdid)
+            self.assertEqual((r.status, r.error_code()), (413, "too_big"), r)
+            for word in ("25000 jobs", "--max-dag-list", "offset=0&limit=10000", "jobs=false"):
+                self.assertIn(word, r.json()["error"]["message"])
+            d = small.get("/v1/dags/%s?offset=20000" % bdid).json()
+            self.assertEqual([j["id"] for j in d["jobs"]], order[20000:])
+            self.assertEqual(small.get("/v1/dags/%s?jobs=false" % bdid).json()["dag"]["total"], n)
             r = g.request("DELETE", "/v1/dags/" + bdid)
             self.assertEqual((r.status, r.json()["cancelled"]), (200, n), r)
 
