@@ -1,6 +1,7 @@
-/*  dq_cli_dag.c - `dagq dag DAG_ID [--json | --dot]`: every job of a DAG
-    with its state, attempts, worker, duration and error, as a table, JSON,
-    or a Graphviz graph with nodes coloured by state.
+/*  dq_cli_dag.c - `dagq dag DAG_ID [--json | --dot] [--offset N] [--limit M]`:
+    every job of a DAG (or one page of them) with its state, attempts,
+    worker, duration and error, as a table, JSON, or a Graphviz graph with
+    nodes coloured by state.
 */
 #include "dq_cli.h"
 
@@ -11,14 +12,17 @@ static void
 s_help (void)
 {
     printf (
-"Usage: dagq dag DAG_ID [--json | --dot]\n"
+"Usage: dagq dag DAG_ID [--json | --dot] [--offset N] [--limit M]\n"
 "\n"
 "Show a DAG and every job in it: local id, job id, state, attempts, worker,\n"
 "duration and error (or which ancestor's failure skipped it).\n"
 "\n"
 "Options:\n"
-"  --json      machine-readable: {\"dag\": {...}, \"jobs\": [...]}\n"
+"  --json      machine-readable: {\"dag\": {...}, \"jobs\": [...], \"next_offset\": N|null}\n"
 "  --dot       Graphviz, nodes coloured by state:  dagq dag ID --dot | dot -Tsvg > dag.svg\n"
+"  --offset N  one page of the jobs, from the Nth (submission order, from 0)\n"
+"  --limit M   jobs in that page, 1 to 10000 (default 10000); the page ends\n"
+"              with where the next one starts (next_offset)\n"
 "  -h, --help  this help\n");
 }
 
@@ -167,6 +171,8 @@ s_print_json (const dq_msg_t *r)
     json_t *o = json_object ();
     json_object_set_new (o, "dag", dag);
     json_object_set_new (o, "jobs", jobs);
+    json_object_set_new (o, "next_offset", r->next_offset? json_integer (r->next_offset)
+                                                          : json_null ());
     return dq_cli_print_json (o);
 }
 
@@ -220,6 +226,8 @@ s_print_table (const dq_msg_t *r)
     }
     dq_cli_table_print (table, stdout, "");
     dq_cli_table_destroy (&table);
+    if (r->next_offset)
+        printf ("\n(more: --offset %u)\n", r->next_offset);
     return fflush (stdout)? DQ_CLI_EXIT_FAIL: DQ_CLI_EXIT_OK;
 }
 
@@ -228,7 +236,8 @@ dq_cli_dag (dq_cli_t *cli, int argc, char **argv)
 {
     const char *cmd = "dag";
     const char *id = NULL;
-    bool json = false, dot = false;
+    bool json = false, dot = false, paged = false;
+    int64_t offset = 0, limit = 0;
     dq_cli_args_t args;
     dq_cli_args_init (&args, cmd, argc, argv);
     const char *opt, *arg;
@@ -254,6 +263,18 @@ dq_cli_dag (dq_cli_t *cli, int argc, char **argv)
                 dot = true;
         }
         else
+        if (strcmp (opt, "--offset") == 0 || strcmp (opt, "--limit") == 0) {
+            const char *v = dq_cli_args_value (&args);
+            if (!v)
+                return DQ_CLI_EXIT_USAGE;
+            bool is_offset = opt [2] == 'o';
+            if (dq_cli_parse_int (cmd, opt, v, is_offset? 0: 1,
+                                  is_offset? UINT32_MAX: DQ_PROTO_DAG_JOBS_MAX,
+                                  is_offset? &offset: &limit))
+                return DQ_CLI_EXIT_USAGE;
+            paged = true;
+        }
+        else
             return dq_cli_usage (cmd, "unknown option '%s'", opt);
     }
     if (!id || !*id)
@@ -265,7 +286,8 @@ dq_cli_dag (dq_cli_t *cli, int argc, char **argv)
     if (!client)
         return status;
     dq_msg_t *reply;
-    int rc = dq_client_dag (client, id, &reply);
+    int rc = paged? dq_client_dag_page (client, id, (uint32_t) offset, (uint32_t) limit, &reply)
+                  : dq_client_dag (client, id, &reply);
     if (rc)
         return dq_cli_fail (cli, cmd, rc);
     if (json)

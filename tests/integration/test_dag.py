@@ -321,6 +321,15 @@ class DagTest(unittest.TestCase):
             r = c.cli("dag", dag_id, "--dot")
             self.assertEqual(r.rc, 0, r)
             self.assertEqual(r.stdout.count("->"), len(range(1, n, 5)))
+            # One page from the CLI, and its bad values.
+            page = c.cli_json("dag", dag_id, "--offset", "9990", "--limit", "20")
+            self.assertEqual([j["id"] for j in page["jobs"]], order[9990:10010])
+            self.assertEqual(page["next_offset"], 10010)
+            self.assertIsNone(out["next_offset"])
+            for bad in (["--limit", "0"], ["--limit", "10001"], ["--offset", "-1"]):
+                r = c.cli("dag", dag_id, *bad)
+                self.assertEqual(r.rc, 2, r)
+                self.assertIn(bad[0], r.stderr)
             # Cancelling the DAG reaches every page: the jobs with a parent
             # are skipped by their parent's cancel, the rest cancelled.
             children = len(range(1, n, 5))
