@@ -94,7 +94,7 @@
     fails PRAGMA quick_check. The checks run on a read-only connection, so a
     refused file is never modified. quick_check reads the whole file, so it
     is skipped when the file is as a clean close left it (the CLEAN marker,
-    see s_clean_take).
+    see s_clean_matches).
 
     Changing the format: bump DQ_STORE_FORMAT_VERSION and this comment, add
     an upgrade step from the previous version in s_schema_create (run inside
@@ -697,7 +697,7 @@ s_validate (const char *path, bool check, char *err, size_t err_size)
     //  quick_check reads every page (O(size)) but skips the index/table
     //  cross-checks of integrity_check; it is what makes "corrupt" a clear
     //  refusal at start rather than a fail-stop later. Skipped for a file
-    //  untouched since a clean stop (s_clean_take).
+    //  untouched since a clean stop (s_clean_matches).
     if (!check) {
         result = 0;
         goto done;
@@ -1317,11 +1317,11 @@ s_clean_put (dq_store_t *self)
     free (path);
 }
 
-//  At open, st the database file's: true if the marker says it is as a
-//  clean close left it. A stale marker never matches: any write since
-//  gave the file a later modification time.
+//  At open, with the database file's stat: true if the marker says the
+//  file is as a clean close left it. A stale marker never matches: any
+//  write since gave the file a later modification time.
 static bool
-s_clean_take (dq_store_t *self, const struct stat *st)
+s_clean_matches (dq_store_t *self, const struct stat *st)
 {
     char *path = s_clean_path (self);
     if (!path)
@@ -1348,7 +1348,7 @@ s_clean_take (dq_store_t *self, const struct stat *st)
         dq_log_info ("store - %s: unchanged since a clean stop; quick_check skipped",
                      self->path);
     else
-        dq_log_info ("store - %s: changed since its clean stop; checking it",
+        dq_log_info ("store - %s: no longer as its clean stop left it; checking it",
                      self->path);
     return same;
 }
@@ -1424,7 +1424,7 @@ dq_store_open (const char *dir, dq_store_sync_t sync, char *err, size_t err_size
                           self->path);
                 goto failed;
             }
-            if (s_validate_file (self, !s_clean_take (self, &st), err, err_size))
+            if (s_validate_file (self, !s_clean_matches (self, &st), err, err_size))
                 goto failed;
         }
     }
