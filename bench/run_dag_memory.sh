@@ -60,10 +60,6 @@ EOF
 mode_args full
 start_broker broker "${MODE_ARGS[@]}"
 CONCURRENCY=4 start_workers 1 worker
-for _ in $(seq 100); do
-    "$CLI" --broker "$FE" --timeout 1 stats >/dev/null 2>&1 && break
-    sleep 0.1
-done
 base=$(rss_kb "$BROKER_PID")
 echo "broker RSS at start: $((base / 1024)) MiB; $DAGS DAGs of $PAIRS x $OUTPUT-byte outputs" \
      "(load average $(loadavg))"

@@ -111,10 +111,11 @@ struct _dq_broker_t {
     uint64_t *evict;         //  finished this turn: sequences to evict
     size_t nevict, evict_cap;
     //  Finished DAGs go cold too (s_dag_chill): their jobs leave memory,
-    //  the DAG's record stays for its retention, in finish order here.
+    //  the DAG's record stays for its retention.
     uint64_t *chill;         //  DAGs finished this turn
     size_t nchill, chill_cap;
-    uint64_t *cold_dags;     //  cold DAGs, oldest first from cold_dags_head
+    uint64_t *cold_dags;     //  cold DAGs from cold_dags_head, in the order
+                             //  they went cold (at start: id order)
     size_t ncold_dags, cold_dags_head, cold_dags_cap;
     uint64_t cold;           //  cold jobs in the store
     uint64_t cold_ms, cold_id;  //  retention's cursor in the store
@@ -660,19 +661,6 @@ s_dag_check_done (dq_broker_t *self, dq_bdag_t *dag)
     if (done < dag->njobs || dag->finished_ms)
         return;
     dag->finished_ms = self->now;
-    //  Its jobs' outputs were kept in memory for their children. With a
-    //  store they are on disk too (s_output_get reads them back for a later
-    //  child that depends on one by id), so a finished DAG does not hold
-    //  them for --result-ttl.
-    if (self->store) {
-        for (uint32_t i = 0; i < dag->njobs; i++) {
-            dq_bjob_t *job = s_job (self, dag->jobs [i]);
-            if (job && job->output) {
-                free (job->output);
-                job->output = NULL;
-            }
-        }
-    }
     bool ok = dag->counts [DQ_STATE_SUCCEEDED] == dag->njobs;
     char id [DQ_ID_MAX];
     s_dag_id (self, dag->seq, id);
@@ -905,7 +893,7 @@ s_evict_finished (dq_broker_t *self)
     self->nevict = 0;
     for (size_t i = 0; i < self->nchill; i++) {
         dq_bdag_t *dag = dq_seqmap_get (self->dags, self->chill [i]);
-        if (dag && !dag->cold)
+        if (dag)
             s_dag_chill (self, dag);
     }
     self->nchill = 0;
@@ -917,14 +905,15 @@ s_evict_finished (dq_broker_t *self)
 //  until its own retention ends (s_cold_dags_expire). Held for a day, a
 //  finished job in memory cost about 290 bytes. Not while a job of it has
 //  a child still waiting (one added later, outside the DAG): that child
-//  needs its record, and the DAG stays in memory as before.
+//  needs its record, and the DAG stays in memory as before, but without
+//  the outputs kept for its children (s_output_get reads them back).
 static void
 s_dag_chill (dq_broker_t *self, dq_bdag_t *dag)
 {
-    for (uint32_t i = 0; i < dag->njobs; i++) {
+    bool held = false;
+    for (uint32_t i = 0; i < dag->njobs && !held; i++) {
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
-        if (job && job->dag == dag && dq_dag_has_pending_children (&job->node))
-            return;
+        held = job && job->dag == dag && dq_dag_has_pending_children (&job->node);
     }
     uint64_t before = self->now > self->cfg.result_ttl_ms?
                       self->now - self->cfg.result_ttl_ms: 0;
@@ -932,6 +921,11 @@ s_dag_chill (dq_broker_t *self, dq_bdag_t *dag)
         dq_bjob_t *job = s_job (self, dag->jobs [i]);
         if (!job || job->dag != dag)
             continue;           //  expired, or a record of its own (s_job_warm)
+        if (held) {
+            free (job->output);
+            job->output = NULL;
+            continue;
+        }
         s_timer_remove (self, job);
         //  Retention's walk of the store has passed the finish times that
         //  have expired: such a job is deleted here, not left there.
@@ -945,9 +939,10 @@ s_dag_chill (dq_broker_t *self, dq_bdag_t *dag)
         if (!expired)
             self->cold++;
     }
+    if (held)
+        return;
     free (dag->slab);
     dag->slab = NULL;
-    dag->cold = true;
     s_seq_push (&self->cold_dags, &self->ncold_dags, &self->cold_dags_cap, dag->seq);
 }
 
@@ -1501,7 +1496,6 @@ s_handle_submit (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
         //  Every job of the DAG already existed (job keys): nothing to
         //  track, and its record is kept for its retention as a cold DAG's.
         dag->finished_ms = self->now;
-        dag->cold = true;
         s_seq_push (&self->cold_dags, &self->ncold_dags, &self->cold_dags_cap, dag->seq);
     }
     else
@@ -1927,24 +1921,21 @@ s_handle_dag (dq_broker_t *self, const s_peer_t *peer, dq_msg_t *msg)
     assert (found);
     uint32_t n = 0;
     int rc = 0;
-    for (uint32_t i = first; i < end; i++) {
+    for (uint32_t i = first; i < end && rc >= 0; i++) {
         s_found_t *f = &found [n];
         f->job = s_job (self, dag->jobs [i]);
         //  A record of its own (s_job_warm) lacks its DAG and parents.
-        if (f->job && f->job->dag == dag) {
-            n++;
-            continue;
-        }
-        f->job = NULL;
-        rc = self->store? s_cold_get (self, dag->jobs [i], &f->row, &f->mem): 1;
-        if (rc < 0)
-            break;
-        if (rc == 0)
+        if (f->job && f->job->dag == dag)
             n++;
         else {
-            free (f->mem);      //  expired: not listed
-            f->mem = NULL;
-            rc = 0;
+            f->job = NULL;
+            rc = self->store? s_cold_get (self, dag->jobs [i], &f->row, &f->mem): 1;
+            if (rc == 0)
+                n++;
+            else {
+                free (f->mem);  //  expired (1, not listed), or a store error
+                f->mem = NULL;
+            }
         }
     }
     if (rc < 0)

@@ -110,8 +110,6 @@ struct dq_bdag_s {
                              //  array: freed with the DAG, after its jobs
     uint32_t alive;          //  jobs not yet deleted by retention
     uint32_t counts [DQ_STATE_COUNT_];     //  jobs per state
-    bool cold;               //  finished, its jobs in the store alone: this
-                             //  record stays until its own retention ends
 };
 
 #endif

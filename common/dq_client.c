@@ -690,21 +690,18 @@ int
 dq_client_dag (dq_client_t *self, const char *id, dq_msg_t **reply)
 {
     //  Page by page (the broker lists at most DQ_PROTO_DAG_JOBS_MAX jobs a
-    //  reply), gathered into the first page's reply. A page must move on,
-    //  so a broker that answers otherwise cannot loop us.
+    //  reply), gathered into the first page's reply.
     int rc = s_dag (self, id, false, 0, 0, reply);
     while (rc == DQ_OK && (*reply)->next_offset) {
         uint32_t at = (*reply)->next_offset;
         dq_msg_t *page;
         rc = s_dag (self, id, false, at, 0, &page);
-        if (rc == DQ_OK && page->next_offset && page->next_offset <= at) {
-            uint32_t back = page->next_offset;
-            dq_msg_destroy (&page);
-            rc = s_fail (self, DQ_ERR_PROTOCOL, "DAG_INFO page at %u points back to %u",
-                         at, back);
-        }
-        if (rc == DQ_OK && dq_msg_append_infos (*reply, &page))
-            rc = s_fail (self, DQ_ERR_INTERNAL, "out of memory gathering DAG pages");
+        if (rc == DQ_OK)
+            rc = dq_msg_append_infos (*reply, &page);
+        if (rc == DQ_ERR_PROTOCOL || rc == DQ_ERR_INTERNAL)
+            rc = s_fail (self, rc, "%s gathering the pages of DAG %s (at job %u)",
+                         rc == DQ_ERR_PROTOCOL? "DAG_INFO points back": "out of memory",
+                         id, at);
         if (rc != DQ_OK)
             dq_msg_destroy (reply);
     }

@@ -1745,6 +1745,10 @@ dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p)
 {
     dq_msg_t *page = *page_p;
     *page_p = NULL;
+    if (page && page->next_offset && page->next_offset <= self->next_offset) {
+        dq_msg_destroy (&page);
+        return DQ_ERR_PROTOCOL;
+    }
     s_priv_t *priv = self->priv_;
     s_priv_t *page_priv = page? page->priv_: NULL;
     size_t n = (size_t) self->ninfos + (page? page->ninfos: 0);
@@ -1752,7 +1756,7 @@ dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p)
                         ? realloc (priv->infos, (n + 1) * sizeof *infos): NULL;
     if (!infos) {
         dq_msg_destroy (&page);
-        return -1;
+        return DQ_ERR_INTERNAL;
     }
     //  The first append copies self's own list out of its arena.
     if (!priv->infos && self->ninfos)
@@ -1766,7 +1770,7 @@ dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p)
     //  Newest first: page keeps the pages appended before it.
     page_priv->pages = priv->pages;
     priv->pages = page;
-    return 0;
+    return DQ_OK;
 }
 
 //  Drain the rest of a multipart message we will not use.

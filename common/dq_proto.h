@@ -328,11 +328,14 @@ dq_msg_t *
 void
     dq_msg_destroy (dq_msg_t **self_p);
 
-//  Append the job list of *page_p (a decoded DAG_INFO) to self's (another),
-//  so one reply holds every page of a DAG: self takes *page_p over (its
-//  records stay where they are; dq_msg_destroy of self frees both) and
-//  gets page's next_offset. Returns 0, or -1 (out of memory, or self not a
-//  decoded message): self is unchanged and *page_p is destroyed.
+//  Append the job list of *page_p (a decoded DAG_INFO, the page at self's
+//  next_offset) to self's (another), so one reply holds every page of a
+//  DAG: self takes *page_p over (its records stay where they are;
+//  dq_msg_destroy of self frees both) and gets page's next_offset. Returns
+//  DQ_OK; DQ_ERR_PROTOCOL if page's next_offset does not move on (a broker
+//  that could make a reader loop); DQ_ERR_INTERNAL if out of memory or
+//  self was not decoded. On an error self is unchanged and *page_p is
+//  destroyed.
 int
     dq_msg_append_infos (dq_msg_t *self, dq_msg_t **page_p);
 

@@ -886,6 +886,21 @@ static const char *const s_single_options [] = {
     "priority", "attempts", "timeout", "delay", "wait"
 };
 
+//  Index of key in names (n of them, at most 32), or -1. A name seen
+//  before in this request is a 400.
+static int
+s_option_once (s_req_t *req, const char *key, const char *const *names, unsigned n)
+{
+    for (unsigned i = 0; i < n; i++)
+        if (!strcmp (key, names [i])) {
+            if (req->options_seen & (1u << i))
+                s_bad (req, "query parameter '%s' given more than once", key);
+            req->options_seen |= 1u << i;
+            return (int) i;
+        }
+    return -1;
+}
+
 static enum MHD_Result
 s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
@@ -898,14 +913,10 @@ s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value
         s_bad (req, "query parameter '%s' needs a value", key);
         return MHD_NO;
     }
-    for (unsigned i = 0; i < sizeof s_single_options / sizeof s_single_options [0]; i++)
-        if (!strcmp (key, s_single_options [i])) {
-            if (req->options_seen & (1u << i)) {
-                s_bad (req, "query parameter '%s' given more than once", key);
-                return MHD_NO;
-            }
-            req->options_seen |= 1u << i;
-        }
+    s_option_once (req, key, s_single_options,
+                   sizeof s_single_options / sizeof s_single_options [0]);
+    if (*req->bad)
+        return MHD_NO;
     if (!strcmp (key, "priority")) {
         int64_t v;
         if (dq_parse_i64 (value, INT32_MIN, INT32_MAX, &v))
@@ -965,33 +976,30 @@ s_on_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value
 //  GET /v1/dags/{id} options: jobs=false (the counts only, cheap to poll
 //  on a big DAG), and offset and limit for one page of the job list.
 //  Other parameters are ignored, as on every GET route.
-#define S_DAG_OFFSET_SEEN 2u
+enum { S_DAG_JOBS, S_DAG_OFFSET, S_DAG_LIMIT };
+static const char *const s_dag_options [] = { "jobs", "offset", "limit" };
 
 static enum MHD_Result
 s_on_dag_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
 {
     (void) kind;
     s_req_t *req = cls;
-    static const char *const known [] = { "jobs", "offset", "limit" };
-    unsigned i = 0;
-    while (i < 3 && strcmp (key, known [i]))
-        i++;
-    if (i == 3)
+    int i = s_option_once (req, key, s_dag_options, 3);
+    if (i < 0)
         return MHD_YES;
+    if (*req->bad)
+        return MHD_NO;
     uint64_t v = 0;
-    if (req->options_seen & (1u << i))
-        s_bad (req, "query parameter '%s' given more than once", key);
-    else
     if (!value || !*value)
         s_bad (req, "query parameter '%s' needs a value", key);
     else
-    if (i == 0) {
+    if (i == S_DAG_JOBS) {
         if (strcmp (value, "true") && strcmp (value, "false"))
             s_bad (req, "jobs must be true or false, not '%.64s'", value);
         req->op.summary = !strcmp (value, "false");
     }
     else
-    if (i == 1) {
+    if (i == S_DAG_OFFSET) {
         if (dq_parse_u64 (value, 0, UINT32_MAX, &v))
             s_bad (req, "offset must be an integer in [0, %u], not '%.64s'",
                    UINT32_MAX, value);
@@ -1003,7 +1011,6 @@ s_on_dag_arg (void *cls, enum MHD_ValueKind kind, const char *key, const char *v
                    DQ_PROTO_DAG_JOBS_MAX, value);
         req->op.limit = (uint32_t) v;
     }
-    req->options_seen |= 1u << i;
     return *req->bad? MHD_NO: MHD_YES;
 }
 
@@ -2075,7 +2082,7 @@ s_dispatch (s_req_t *req)
                 //  An offset alone asks for one page from there. The whole
                 //  list is built in memory: capped, a DAG of millions of jobs
                 //  is listed in pages.
-                if ((req->options_seen & S_DAG_OFFSET_SEEN) && !req->op.limit)
+                if ((req->options_seen & (1u << S_DAG_OFFSET)) && !req->op.limit)
                     req->op.limit = DQ_PROTO_DAG_JOBS_MAX;
                 req->op.max_jobs = self->cfg.max_dag_list;
             }
@@ -2115,7 +2122,7 @@ s_on_request (void *cls, struct MHD_Connection *con, const char *url,
         req->start_us = s_now_us ();
         req->conn = s_conn_of (con);
         if (req->conn) {
-            atomic_store (&req->conn->since, dq_mono_ms ());
+            atomic_store (&req->conn->since, req->start_us / 1000);
             atomic_store (&req->conn->body_bytes, 0);
             atomic_store (&req->conn->reading, true);
             atomic_store (&req->conn->busy, true);

@@ -660,12 +660,6 @@ s_expected (const dq_gwop_t *op)
 static void
 s_on_dag_page (dq_gwlink_t *self, dq_gwop_t *op, dq_msg_t *msg)
 {
-    if (msg->next_offset && msg->next_offset <= op->offset) {
-        s_op_fail (op, DQ_ERR_PROTOCOL, 0, "DAG_INFO page at %u points back to %u",
-                   op->offset, msg->next_offset);
-        dq_msg_destroy (&msg);
-        return;
-    }
     if (!op->reply && op->max_jobs && msg->dag && msg->dag->total > op->max_jobs) {
         s_op_fail (op, DQ_ERR_TOO_BIG, 0, "DAG %s has %u jobs, more than the %u listed "
                    "at once (--max-dag-list): ask for pages with ?offset=0&limit=%u, then "
@@ -674,11 +668,15 @@ s_on_dag_page (dq_gwlink_t *self, dq_gwop_t *op, dq_msg_t *msg)
         dq_msg_destroy (&msg);
         return;
     }
+    int rc = DQ_OK;
     if (!op->reply)
         op->reply = msg;
     else
-    if (dq_msg_append_infos (op->reply, &msg)) {
-        s_op_fail (op, DQ_ERR_INTERNAL, 0, "out of memory gathering a DAG's jobs");
+        rc = dq_msg_append_infos (op->reply, &msg);
+    if (rc != DQ_OK) {
+        s_op_fail (op, rc, 0, "%s gathering the pages of DAG %s (at job %u)",
+                   rc == DQ_ERR_PROTOCOL? "DAG_INFO points back": "out of memory",
+                   op->id, op->offset);
         return;
     }
     if (op->reply->next_offset) {

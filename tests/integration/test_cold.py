@@ -146,7 +146,7 @@ class ColdJobsTest(unittest.TestCase):
             jobs.append({"type": "nobody.runs", "name": "blocker"})
             sub = cl.submit(jobs, dag_name="chilly")
             ids, did = sub["ids"], sub["dag_id"]
-            fresh = c.wait_terminal(ids[:n])
+            c.wait_terminal(ids[:n])
             fresh = cl.status_many(ids)
             self.assertEqual(cl.stats()["jobs_in_memory"], n + 1)
             held = cl.dag(did)

@@ -2476,7 +2476,7 @@ test_proto_dag_pages (void **state)
 
 //  dq_msg_append_infos gathers DAG_INFO pages into the first: every job in
 //  order, the last page's next_offset, and one destroy frees them all
-//  (the sanitizer build checks that).
+//  (the sanitizer build checks that); a page that points back is refused.
 static void
 test_proto_dag_append_pages (void **state)
 {
@@ -2497,6 +2497,13 @@ test_proto_dag_append_pages (void **state)
     assert_int_equal (dq_msg_append_infos (all, &page), 0);
     assert_null (page);
     assert_int_equal (all->next_offset, 4);
+    //  A page whose next page would be one already read is refused.
+    in.next_offset = 3;
+    page = s_roundtrip (&in);
+    assert_int_equal (dq_msg_append_infos (all, &page), DQ_ERR_PROTOCOL);
+    assert_null (page);
+    assert_int_equal (all->ninfos, 4);
+    assert_int_equal (all->next_offset, 4);
     in.infos = infos + 4;
     in.ninfos = 1;
     in.next_offset = 0;
@@ -2516,7 +2523,7 @@ test_proto_dag_append_pages (void **state)
     assert_non_null (encoded);
     dq_msg_init (encoded, DQ_CMD_DAG_INFO);
     page = s_roundtrip (&in);
-    assert_int_equal (dq_msg_append_infos (encoded, &page), -1);
+    assert_int_equal (dq_msg_append_infos (encoded, &page), DQ_ERR_INTERNAL);
     assert_null (page);
     free (encoded);
     dq_msg_destroy (&all);
